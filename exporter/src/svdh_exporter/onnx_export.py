@@ -1,0 +1,145 @@
+"""Export a checkpoint to a bundle: one ONNX graph with in-graph Grad-CAM, and its manifest.
+
+The export is checked before the bundle is written: onnx.checker passes and
+ONNX Runtime reproduces the torch outputs on sample inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from svdh_runtime.bundle import MODEL_FILE, sha256_file
+from svdh_runtime.errors import BundleError, SvdhError
+from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec
+
+from . import __version__
+
+OPSET = 18
+OUTPUT_NAMES = ["score", "severity_probs", "cam"]
+TRACE_BATCH = 2  # a batch of at least 2 keeps the batch axis dynamic
+SCORE_TOLERANCE = 1e-3
+PROBS_TOLERANCE = 1e-4
+MIN_CAM_CORRELATION = 0.9999
+
+
+class ExportError(SvdhError):
+    """The model could not be exported or the export does not reproduce the model."""
+
+
+def export_onnx(graph: Any, example: Any, path: Path, log: Callable[[str], None] = print) -> None:
+    """Write ``graph`` (a torch module) as ONNX with a dynamic batch axis."""
+    import torch
+
+    kwargs = dict(input_names=["image"], output_names=OUTPUT_NAMES, opset_version=OPSET)
+    try:
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            **kwargs,
+        )
+    except Exception as exc:  # fall back to the TorchScript exporter, which handles some graphs dynamo cannot
+        log(f"dynamo export failed ({type(exc).__name__}); retrying with the TorchScript exporter")
+        axes = {name: {0: "batch"} for name in ["image", *OUTPUT_NAMES]}
+        torch.onnx.export(graph, (example,), str(path), dynamic_axes=axes, dynamo=False, **kwargs)
+
+
+def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> dict[str, float]:
+    """Run torch and ONNX Runtime on the same inputs; raise if they disagree."""
+    import torch
+
+    from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(onnx_bytes)
+    got = backend.infer(inputs)
+    with torch.no_grad():
+        want = [t.numpy() for t in graph(torch.from_numpy(inputs))]
+    score_diff = float(np.abs(got["score"] - want[0]).max())
+    probs_diff = float(np.abs(got["severity_probs"] - want[1]).max())
+    a, b = got["cam"].reshape(len(inputs), -1), want[2].reshape(len(inputs), -1)
+    correlations = [
+        1.0 if np.allclose(x, y, atol=1e-6) else float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)
+    ]
+    report = {"max_score_diff": score_diff, "max_probs_diff": probs_diff, "min_cam_correlation": min(correlations)}
+    if score_diff > SCORE_TOLERANCE or probs_diff > PROBS_TOLERANCE or min(correlations) < MIN_CAM_CORRELATION:
+        raise ExportError(f"ONNX Runtime does not reproduce the torch model: {report}")
+    return report
+
+
+def export_bundle(
+    checkpoint: Path,
+    out: Path,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> Manifest:
+    """Export ``checkpoint`` to the bundle directory ``out`` and return its manifest."""
+    import onnx
+    import torch
+
+    from .checkpoint import load_network
+    from .model import CamGraph, cam_target_layer
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    net, info = load_network(Path(checkpoint))
+    graph = CamGraph(net).eval()
+    spec = info.preprocessing
+    rng = np.random.default_rng(0)
+    example = torch.from_numpy(rng.standard_normal((TRACE_BATCH, 1, spec.height, spec.width), dtype=np.float32))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model_path = staging / MODEL_FILE
+        log(f"exporting {net.spec.architecture} at {spec.height}x{spec.width} to ONNX (opset {OPSET})")
+        export_onnx(graph, example, model_path, log)
+        proto = onnx.load(str(model_path))
+        onnx.checker.check_model(proto, full_check=True)
+        cam_shape = [d.dim_value for d in proto.graph.output[2].type.tensor_type.shape.dim]
+        samples = rng.standard_normal((3, 1, spec.height, spec.width), dtype=np.float32)
+        agreement = check_against_torch(graph, model_path.read_bytes(), samples)
+        log(f"ONNX Runtime matches torch: {agreement}")
+        layer = cam_target_layer(net)
+        layer_name = next(n for n, m in net.named_modules() if m is layer)
+        manifest = Manifest(
+            name=name or info.name,
+            version=version or info.version,
+            created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            preprocessing=spec,
+            outputs=OutputSpec(
+                severity_classes=info.severity_classes, cam_height=int(cam_shape[1]), cam_width=int(cam_shape[2])
+            ),
+            members=(Member(name="model", architecture=net.spec.architecture, weight=1.0, cam_layer=layer_name),),
+            files={MODEL_FILE: sha256_file(model_path)},
+            metrics=info.metrics,
+            provenance={
+                **info.provenance,
+                "checkpoint_weights_sha256": info.weights_sha256,
+                "exporter": f"svdh-exporter {__version__}",
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "opset": OPSET,
+                "export_check": agreement,
+            },
+        )
+        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.replace(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return manifest

@@ -1,0 +1,5 @@
+"""``python -m svdh_runtime`` is ``svdh-run``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""ONNX Runtime backend (CPU by default; CUDA when onnxruntime-gpu provides it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import OUTPUT_NAMES
+
+
+class OnnxRuntimeBackend:
+    """An ONNX Runtime session over model bytes that were already checksum-verified."""
+
+    def __init__(self, model_bytes: bytes, threads: int | None = None, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        # Several sessions in one process slow each other badly when threads spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        try:
+            self._session = ort.InferenceSession(model_bytes, sess_options=options, providers=chosen)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime cannot load the model ({' '.join(str(exc).split())[:200]})") from None
+        outputs = [o.name for o in self._session.get_outputs()]
+        missing = [n for n in OUTPUT_NAMES if n not in outputs]
+        if missing:
+            raise BackendError(f"model lacks output(s) {', '.join(missing)}; found {', '.join(outputs)}")
+        self._input = self._session.get_inputs()[0].name
+        provider = self._session.get_providers()[0]
+        self.name = "onnxruntime-cuda" if provider == "CUDAExecutionProvider" else "onnxruntime-cpu"
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            values = self._session.run(list(OUTPUT_NAMES), {self._input: np.ascontiguousarray(batch, dtype=np.float32)})
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed ({' '.join(str(exc).split())[:200]})") from None
+        return dict(zip(OUTPUT_NAMES, values))
+
+    def close(self) -> None:
+        self._session = None

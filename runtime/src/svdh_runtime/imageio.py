@@ -1,0 +1,158 @@
+"""Readers that turn DICOM, PNG and JPEG files into bone-bright float images.
+
+Every failure becomes an :class:`InputError` with one readable line. No
+patient data is read into :class:`ImageMeta`: the SOP Instance UID identifies
+a DICOM image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs)
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ""}
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Non-identifying facts about an input image."""
+
+    format: str  # "dicom", "png" or "jpeg"
+    rows: int
+    columns: int
+    sop_instance_uid: str | None = None
+    modality: str | None = None
+    photometric: str | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    pixels: np.ndarray  # float32 [rows, columns], bone bright
+    meta: ImageMeta
+
+
+def read_image(path: Path) -> LoadedImage:
+    """Read any supported file, choosing the reader by content, not by name."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected an image file") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise InputError(f"{path}: file is empty")
+    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
+        return _read_pillow(path)
+    if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
+        return read_dicom(path)
+    raise InputError(f"{path}: not a DICOM, PNG or JPEG file")
+
+
+def read_dicom(path: Path) -> LoadedImage:
+    """Read a single-frame greyscale radiograph: modality LUT, VOI LUT, then MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise InputError(f"{path}: not a DICOM file") from None
+    except Exception as exc:  # pydicom raises many kinds on damaged files
+        raise InputError(f"{path}: damaged DICOM file ({_one_line(exc)})") from None
+    if "PixelData" not in ds:
+        raise InputError(f"{path}: DICOM file has no pixel data")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(f"{path}: colour image ({photometric or 'unknown photometric'}); expected a greyscale radiograph")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise InputError(f"{path}: multi-frame image ({frames} frames); expected one radiograph")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * columns == 0 or rows * columns > MAX_PIXELS:
+        raise InputError(f"{path}: image size {columns}x{rows} is outside the accepted range")
+    try:
+        raw = ds.pixel_array
+        image = apply_modality_lut(raw, ds)
+        image = apply_voi_lut(image, ds)
+    except Exception as exc:
+        raise InputError(f"{path}: pixel data cannot be decoded ({_one_line(exc)})") from None
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape != (rows, columns):
+        raise InputError(f"{path}: decoded pixels have shape {image.shape}, expected ({rows}, {columns})")
+    if photometric == "MONOCHROME1":
+        image = np.float32(image.max()) - image
+    meta = ImageMeta(
+        format="dicom",
+        rows=rows,
+        columns=columns,
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")) or None,
+        modality=str(ds.get("Modality", "")) or None,
+        photometric=photometric,
+        pixel_spacing_mm=_pixel_spacing(ds),
+    )
+    return LoadedImage(image, meta)
+
+
+def _pixel_spacing(ds: object) -> tuple[float, float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = getattr(ds, keyword, None)
+        try:
+            if value is not None and len(value) == 2:
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _read_pillow(path: Path) -> LoadedImage:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as pil:
+            fmt = (pil.format or "").lower()
+            if pil.width * pil.height > MAX_PIXELS:
+                raise InputError(f"{path}: image size {pil.width}x{pil.height} is outside the accepted range")
+            pil.load()
+            image = _greyscale(np.asarray(pil), path)
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: damaged image file ({_one_line(exc)})") from None
+    meta = ImageMeta(format="jpeg" if fmt == "jpeg" else "png", rows=image.shape[0], columns=image.shape[1])
+    return LoadedImage(image, meta)
+
+
+def _greyscale(array: np.ndarray, path: Path) -> np.ndarray:
+    """Accept greyscale, or colour whose channels are (nearly) equal as JPEG exports often are."""
+    if array.ndim == 2:
+        return array.astype(np.float32)
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # drop alpha
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[..., 0].astype(np.float32)
+    if array.ndim == 3 and array.shape[2] == 3:
+        rgb = array.astype(np.float32)
+        spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
+        if spread > 0.02 * max(1.0, float(rgb.max())):
+            raise InputError(f"{path}: colour image; expected a greyscale radiograph")
+        return rgb.mean(axis=2)
+    raise InputError(f"{path}: unsupported image layout {array.shape}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

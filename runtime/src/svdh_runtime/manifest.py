@@ -1,0 +1,213 @@
+"""The bundle manifest: one schema shared by trainer, exporter and runtime.
+
+The preprocessing parameters and the severity classes live here and nowhere
+else. Each part is a frozen dataclass with ``to_dict``/``from_dict``; reading
+validates types and ranges and raises :class:`BundleError` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SCORE_MIN = 0.0
+SCORE_MAX = 280.0  # hands and wrists: 2 x (16 x 5 erosion + 15 x 4 narrowing)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a radiograph becomes the model's ``image[N, 1, H, W]`` input.
+
+    The image (bone bright) is resized to fit ``height x width`` keeping its
+    aspect ratio, its intensities are mapped so that the ``low_percentile`` and
+    ``high_percentile`` of the content become 0 and 1 (clipped), it is padded
+    with ``pad_value`` to the full canvas, then standardised with ``mean`` and
+    ``std``.
+    """
+
+    height: int
+    width: int
+    channels: int = 1
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+    pad_value: float = 0.0
+    mean: float = 0.35
+    std: float = 0.3
+    resample: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        _require(self.height >= 32 and self.width >= 32, "preprocessing.height/width must be >= 32")
+        _require(self.channels == 1, "preprocessing.channels must be 1")
+        _require(
+            0.0 <= self.low_percentile < self.high_percentile <= 100.0,
+            "preprocessing percentiles must satisfy 0 <= low < high <= 100",
+        )
+        _require(self.std > 0, "preprocessing.std must be > 0")
+        _require(self.resample in ("bilinear", "bicubic", "box"), "preprocessing.resample must be bilinear, bicubic or box")
+
+
+@dataclass(frozen=True)
+class SeverityClass:
+    """A severity class: scores in ``[lower, upper)`` (the last class includes its upper bound)."""
+
+    name: str
+    lower: float
+    upper: float
+
+
+# svdh's severity classes of the hands-and-wrists SvdH total (0-280). They are
+# product definitions, recorded in every manifest; a model is trained with the
+# classes of its recipe and the runtime reads them from the bundle only.
+DEFAULT_SEVERITY_CLASSES: tuple[SeverityClass, ...] = (
+    SeverityClass("none", 0.0, 5.0),
+    SeverityClass("mild", 5.0, 30.0),
+    SeverityClass("moderate", 30.0, 80.0),
+    SeverityClass("severe", 80.0, SCORE_MAX),
+)
+
+
+def severity_index(score: float, classes: tuple[SeverityClass, ...]) -> int:
+    """Index of the class whose range holds ``score`` (clamped into the covered range)."""
+    for index, cls in enumerate(classes):
+        if score < cls.upper:
+            return index
+    return len(classes) - 1
+
+
+def validate_severity_classes(classes: tuple[SeverityClass, ...]) -> None:
+    """Classes must be named, contiguous and increasing."""
+    _require(len(classes) >= 2, "outputs.severity_classes needs at least two classes")
+    for cls in classes:
+        _require(bool(cls.name), "every severity class needs a name")
+        _require(cls.lower < cls.upper, f"severity class {cls.name!r}: lower must be < upper")
+    for prev, nxt in zip(classes, classes[1:]):
+        _require(prev.upper == nxt.lower, f"severity classes {prev.name!r} and {nxt.name!r} must be contiguous")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the graph returns: ``score[N]``, ``severity_probs[N, K]``, ``cam[N, h, w]``."""
+
+    severity_classes: tuple[SeverityClass, ...] = DEFAULT_SEVERITY_CLASSES
+    score_min: float = SCORE_MIN
+    score_max: float = SCORE_MAX
+    cam_height: int = 0
+    cam_width: int = 0
+    cam_method: str = "grad-cam (raw, ReLU of gradient-weighted feature maps; not normalised)"
+
+    def __post_init__(self) -> None:
+        validate_severity_classes(self.severity_classes)
+        _require(self.score_min < self.score_max, "outputs.score_min must be < score_max")
+
+    @property
+    def severity_names(self) -> tuple[str, ...]:
+        return tuple(cls.name for cls in self.severity_classes)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One network of the model (an ensemble has several)."""
+
+    name: str
+    architecture: str
+    weight: float = 1.0
+    cam_layer: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything downstream needs to know about a bundle."""
+
+    name: str
+    version: str
+    created: str
+    preprocessing: Preprocessing
+    outputs: OutputSpec
+    members: tuple[Member, ...]
+    files: Mapping[str, str] = field(default_factory=dict)  # relative path -> sha256
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = dict(sorted(self.files.items()))
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+        if not isinstance(data, Mapping):
+            raise BundleError("manifest must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest schema_version is {version!r}, this svdh-runtime reads version {SCHEMA_VERSION}; "
+                "install the svdh-runtime release that matches the bundle"
+            )
+        outputs = dict(_section(data, "outputs"))
+        outputs["severity_classes"] = tuple(
+            _build(SeverityClass, c, "outputs.severity_classes[]") for c in outputs.get("severity_classes", ())
+        )
+        return cls(
+            name=_typed(data, "name", str),
+            version=_typed(data, "version", str),
+            created=_typed(data, "created", str),
+            preprocessing=_build(Preprocessing, _section(data, "preprocessing"), "preprocessing"),
+            outputs=_build(OutputSpec, outputs, "outputs"),
+            members=tuple(_build(Member, m, "members[]") for m in _typed(data, "members", list)),
+            files=dict(_typed(data, "files", dict)),
+            metrics=dict(data.get("metrics", {})),
+            provenance=dict(data.get("provenance", {})),
+            schema_version=version,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"{path}: no manifest.json; is this a svdh bundle directory?") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{path}: manifest is not readable JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BundleError(f"invalid manifest: {message}")
+
+
+def _typed(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    if key not in data:
+        raise BundleError(f"invalid manifest: missing field {key!r}")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise BundleError(f"invalid manifest: field {key!r} must be {kind.__name__}, found {type(value).__name__}")
+    return value
+
+
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    return _typed(data, key, dict)
+
+
+def _build(kind: type, data: Any, where: str) -> Any:
+    """Construct a dataclass from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, Mapping):
+        raise BundleError(f"invalid manifest: {where} must be an object")
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BundleError(f"invalid manifest: unknown field(s) in {where}: {', '.join(unknown)}")
+    try:
+        return kind(**data)
+    except TypeError as exc:
+        raise BundleError(f"invalid manifest: {where}: {exc}") from None

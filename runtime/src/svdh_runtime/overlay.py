@@ -1,0 +1,63 @@
+"""Grad-CAM overlay pictures: the heatmap over the radiograph, the score written on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .manifest import Preprocessing
+from .preprocess import ContentBox, fit_size, normalise_intensity, resize
+
+DISPLAY_LONG_SIDE = 1024
+# Anchor colours of a perceptually ordered heat scale (dark purple -> yellow).
+_ANCHORS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
+)
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """Map values in 0..1 to RGB uint8 with a perceptually ordered scale."""
+    positions = np.linspace(0.0, 1.0, len(_ANCHORS))
+    flat = np.clip(values, 0.0, 1.0).ravel()
+    rgb = np.stack([np.interp(flat, positions, _ANCHORS[:, c]) for c in range(3)], axis=-1)
+    return rgb.reshape(*values.shape, 3).astype(np.uint8)
+
+
+def cam_on_content(cam: np.ndarray, spec: Preprocessing, box: ContentBox, height: int, width: int) -> np.ndarray:
+    """The CAM (on the model canvas grid) cut to the image's content and resized to ``height x width``."""
+    on_canvas = resize(cam, spec.height, spec.width, "bilinear")
+    content = on_canvas[box.top : box.top + box.height, box.left : box.left + box.width]
+    return resize(content, height, width, "bilinear")
+
+
+def render_overlay(
+    pixels: np.ndarray, cam: np.ndarray, spec: Preprocessing, box: ContentBox, caption: str
+) -> "PIL.Image.Image":  # noqa: F821
+    """Compose the radiograph (greyscale), the normalised CAM (heat colours) and a caption."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    display_spec = Preprocessing(height=DISPLAY_LONG_SIDE, width=DISPLAY_LONG_SIDE)
+    height, width = fit_size(*pixels.shape, display_spec)
+    grey = normalise_intensity(resize(pixels, height, width, "bilinear"), spec)
+    heat = cam_on_content(cam, spec, box, height, width)
+    peak = float(heat.max())
+    heat = heat / peak if peak > 0 else np.zeros_like(heat)
+    alpha = (0.6 * np.clip(heat, 0.0, 1.0) ** 0.8)[..., None]
+    base = np.repeat(grey[..., None] * 255.0, 3, axis=2)
+    blended = (1.0 - alpha) * base + alpha * heat_colours(heat).astype(np.float32)
+    picture = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(14, width // 40))
+    left, top, right, bottom = draw.textbbox((10, 10), caption, font=font)
+    draw.rectangle((left - 6, top - 6, right + 6, bottom + 6), fill=(0, 0, 0))
+    draw.text((10, 10), caption, fill=(255, 255, 255), font=font)
+    return picture
+
+
+def write_overlay(picture: "PIL.Image.Image", path: Path) -> None:  # noqa: F821
+    """Write atomically, so an interrupted run never leaves a half-written PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    picture.save(partial, format="PNG")
+    partial.replace(path)

@@ -1,0 +1,98 @@
+"""Score images with a verified bundle on a backend: read, prepare, infer, interpret."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend
+from .bundle import Bundle
+from .errors import InputError
+from .imageio import ImageMeta, LoadedImage, read_image
+from .manifest import Manifest
+from .preprocess import Prepared, prepare
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one image."""
+
+    score: float  # clamped to the manifest's score range
+    score_raw: float  # as the graph returned it
+    severity_index: int
+    severity: str
+    probabilities: dict[str, float]
+    cam: np.ndarray  # float32 [h, w], raw Grad-CAM on the model canvas grid
+
+
+@dataclass
+class ScoreResult:
+    """Everything known about one input after scoring (or failing to)."""
+
+    source: str
+    status: str  # "ok" or "error"
+    reason: str | None = None
+    prediction: Prediction | None = None
+    meta: ImageMeta | None = None
+    image: LoadedImage | None = None
+    prepared: Prepared | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def interpret(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[Prediction]:
+    """Turn raw graph outputs of a batch into predictions."""
+    names = manifest.outputs.severity_names
+    predictions = []
+    for score, probs, cam in zip(outputs["score"], outputs["severity_probs"], outputs["cam"]):
+        raw = float(score)
+        index = int(np.argmax(probs))
+        predictions.append(
+            Prediction(
+                score=float(np.clip(raw, manifest.outputs.score_min, manifest.outputs.score_max)),
+                score_raw=raw,
+                severity_index=index,
+                severity=names[index],
+                probabilities={name: float(p) for name, p in zip(names, probs)},
+                cam=np.asarray(cam, dtype=np.float32),
+            )
+        )
+    return predictions
+
+
+class Scorer:
+    """Scores files one at a time; a bad file gives an ``error`` result, never an exception."""
+
+    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+        self.bundle = bundle
+        self.backend = backend
+
+    def score_file(self, path: Path) -> ScoreResult:
+        result = ScoreResult(source=str(path), status="error")
+        started = time.perf_counter()
+        try:
+            image = read_image(Path(path))
+            result.image, result.meta = image, image.meta
+            read_done = time.perf_counter()
+            prepared = prepare(image.pixels, self.bundle.manifest.preprocessing)
+            result.prepared = prepared
+            prep_done = time.perf_counter()
+        except InputError as exc:
+            result.reason = str(exc)
+            return result
+        outputs = self.backend.infer(prepared.canvas[None, None])
+        infer_done = time.perf_counter()
+        result.prediction = interpret(outputs, self.bundle.manifest)[0]
+        result.status = "ok"
+        result.timings_ms = {
+            "read": _ms(read_done - started),
+            "preprocess": _ms(prep_done - read_done),
+            "inference": _ms(infer_done - prep_done),
+        }
+        return result
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)

@@ -1,0 +1,1 @@
+"""Synthetic PA hand radiographs with known SvdH grades (numpy + pydicom only)."""

@@ -1,0 +1,102 @@
+"""Write phantom radiographs as DICOM with the tags a real DX/CR modality writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
+_BASE_DATE = dt.date(2024, 1, 1)
+
+
+def write_radiograph(
+    path: Path,
+    stored: np.ndarray,
+    *,
+    patient_id: str,
+    uid_seed: str,
+    modality: str,
+    photometric: str,
+    bits_stored: int,
+    pixel_spacing_mm: float,
+    laterality: str,  # "L", "R" or "B"
+    day: int = 0,
+) -> None:
+    """Write ``stored`` (uint16, values within ``bits_stored``) as a single-frame radiograph."""
+    sop_class = DX_FOR_PRESENTATION if modality == "DX" else CR_IMAGE
+    sop_instance = generate_uid(entropy_srcs=[uid_seed, "instance"])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["svdh phantom generator"])
+    meta.ImplementationVersionName = "SVDH_PHANTOM_1"
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    date = (_BASE_DATE + dt.timedelta(days=day % 700)).strftime("%Y%m%d")
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[uid_seed, "frame"])
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.AccessionNumber = ""
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PatientName = f"PHANTOM^{patient_id}"
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.ReferringPhysicianName = ""
+    ds.Manufacturer = "svdh phantom generator"
+    ds.ManufacturerModelName = "svdh-train phantom"
+    ds.SoftwareVersions = "1"
+    ds.Modality = modality
+    ds.ConversionType = "SYN"
+    ds.BodyPartExamined = "HAND"
+    ds.ViewPosition = "PA"
+    ds.ImageLaterality = laterality
+    ds.Laterality = laterality if laterality in ("L", "R") else ""
+    ds.PatientOrientation = ["L", "H"]
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BurnedInAnnotation = "NO"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    spacing = [f"{pixel_spacing_mm:.4f}", f"{pixel_spacing_mm:.4f}"]
+    ds.ImagerPixelSpacing = spacing
+    ds.PixelSpacing = spacing
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.RescaleType = "US"
+    maxval = (1 << bits_stored) - 1
+    ds.WindowCenter = maxval / 2
+    ds.WindowWidth = maxval + 1
+    ds.VOILUTFunction = "LINEAR"
+    if modality == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
+        ds.DetectorType = "SCINTILLATOR"
+    ds.KVP = 50
+    ds.LossyImageCompression = "00"
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    ds.save_as(partial, enforce_file_format=True)
+    partial.replace(path)
+
+
+def read_patient_id(path: Path) -> str:
+    """The PatientID of a DICOM file (used by dataset readers, never logged)."""
+    return str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", ""))
