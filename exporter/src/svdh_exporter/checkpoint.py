@@ -8,9 +8,10 @@ Weights are safetensors only, and their sha256 is checked before loading.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from svdh_runtime.bundle import sha256_file
 from svdh_runtime.errors import BundleError
@@ -45,7 +46,7 @@ class CheckpointInfo:
 
 def save_checkpoint(
     directory: Path,
-    net: "SvdhNet",
+    net: SvdhNet,
     *,
     name: str,
     version: str,
@@ -112,7 +113,7 @@ def read_checkpoint_info(directory: Path) -> CheckpointInfo:
         raise BundleError(f"{path}: malformed checkpoint spec ({exc})") from None
 
 
-def model_spec(info: CheckpointInfo) -> "ModelSpec":
+def model_spec(info: CheckpointInfo) -> ModelSpec:
     from .model import ModelSpec
 
     try:
@@ -121,7 +122,7 @@ def model_spec(info: CheckpointInfo) -> "ModelSpec":
         raise BundleError(f"checkpoint model spec is invalid ({exc})") from None
 
 
-def load_network(directory: Path) -> tuple["SvdhNet", CheckpointInfo]:
+def load_network(directory: Path) -> tuple[SvdhNet, CheckpointInfo]:
     """Build the network and load its weights after checking their sha256."""
     from safetensors.torch import load_file
 

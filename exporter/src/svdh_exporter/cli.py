@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from svdh_runtime.errors import ExitCode, SvdhError
+from svdh_runtime.cli_support import err, run_app
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Export svdh models to bundles.")
 
@@ -30,30 +27,10 @@ def onnx_command(
     """Export CHECKPOINT as a bundle: model.onnx (score, severity_probs, Grad-CAM) and manifest.json."""
     from .onnx_export import export_bundle
 
-    manifest = export_bundle(checkpoint, out, name=name, version=version, force=force, log=_err)
-    _err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
-
-
-def _err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    manifest = export_bundle(checkpoint, out, name=name, version=version, force=force, log=err)
+    err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
 
 
 def main() -> None:
-    """Console entry point: expected failures print one line and exit with their code."""
-    try:
-        app(standalone_mode=False)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except SvdhError as exc:
-        _err(f"svdh-export: error: {exc}")
-        sys.exit(int(exc.exit_code))
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if os.environ.get("SVDH_DEBUG"):
-            raise
-        _err(f"svdh-export: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]} (set SVDH_DEBUG=1 for details)")
-        sys.exit(int(ExitCode.UNEXPECTED))
+    """Console entry point."""
+    run_app(app, "svdh-export")

@@ -79,7 +79,9 @@ class SvdhNet(nn.Module):
         import timm
 
         self.spec = spec
-        self.backbone = timm.create_model(spec.architecture, pretrained=False, num_classes=0, global_pool="", in_chans=1)
+        self.backbone = timm.create_model(
+            spec.architecture, pretrained=False, num_classes=0, global_pool="", in_chans=1
+        )
         features = self.backbone.num_features
         self.dropout = nn.Dropout(spec.dropout)
         self.score_head = LinearScoreHead(features) if spec.head == "linear" else MlpScoreHead(features, spec.hidden)

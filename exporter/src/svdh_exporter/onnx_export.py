@@ -9,11 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from svdh_runtime.bundle import MODEL_FILE, sha256_file
 from svdh_runtime.errors import BundleError, SvdhError
 from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec
@@ -57,7 +57,6 @@ def export_onnx(graph: Any, example: Any, path: Path, log: Callable[[str], None]
 def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> dict[str, float]:
     """Run torch and ONNX Runtime on the same inputs; raise if they disagree."""
     import torch
-
     from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(onnx_bytes)
@@ -67,9 +66,7 @@ def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> di
     score_diff = float(np.abs(got["score"] - want[0]).max())
     probs_diff = float(np.abs(got["severity_probs"] - want[1]).max())
     a, b = got["cam"].reshape(len(inputs), -1), want[2].reshape(len(inputs), -1)
-    correlations = [
-        1.0 if np.allclose(x, y, atol=1e-6) else float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)
-    ]
+    correlations = [1.0 if np.allclose(x, y, atol=1e-6) else float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)]
     report = {"max_score_diff": score_diff, "max_probs_diff": probs_diff, "min_cam_correlation": min(correlations)}
     if score_diff > SCORE_TOLERANCE or probs_diff > PROBS_TOLERANCE or min(correlations) < MIN_CAM_CORRELATION:
         raise ExportError(f"ONNX Runtime does not reproduce the torch model: {report}")
@@ -117,7 +114,7 @@ def export_bundle(
         manifest = Manifest(
             name=name or info.name,
             version=version or info.version,
-            created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             preprocessing=spec,
             outputs=OutputSpec(
                 severity_classes=info.severity_classes, cam_height=int(cam_shape[1]), cam_width=int(cam_shape[2])

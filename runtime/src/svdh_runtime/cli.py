@@ -8,15 +8,14 @@ Exit codes: 0 every input scored; 2 at least one input could not be scored
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .errors import ExitCode, SvdhError
+from .cli_support import err, run_app
+from .errors import ExitCode
 
 app = typer.Typer(
     add_completion=False,
@@ -29,7 +28,8 @@ app = typer.Typer(
 def run(
     images: Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files to score.", show_default=False)],
     model: Annotated[
-        Optional[Path], typer.Option("--model", "-m", help="Bundle directory (default: the bundle shipped with svdh-runtime).")
+        Optional[Path],
+        typer.Option("--model", "-m", help="Bundle directory (default: the bundle shipped with svdh-runtime)."),
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write a Grad-CAM overlay PNG and a JSON file per image here.")
@@ -54,7 +54,7 @@ def _score_all(
     bundle = load_bundle(model)
     backend = create_backend(backend_name, bundle, threads=threads)
     scorer = Scorer(bundle, backend)
-    _err(f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) on {backend.name}")
+    err(f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) on {backend.name}")
     used_names: set[str] = set()
     failures = 0
     for path in images:
@@ -65,14 +65,16 @@ def _score_all(
             name = _unique_stem(path, used_names)
             p = result.prediction
             caption = f"SvdH {p.score:.1f} / 280 - {p.severity}  ({bundle.manifest.name} {bundle.manifest.version})"
-            picture = render_overlay(result.image.pixels, p.cam, bundle.manifest.preprocessing, result.prepared.box, caption)
+            picture = render_overlay(
+                result.image.pixels, p.cam, bundle.manifest.preprocessing, result.prepared.box, caption
+            )
             overlay_path = out / f"{name}.overlay.png"
             write_overlay(picture, overlay_path)
         if result.status == "ok":
             result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
         else:
             failures += 1
-            _err(f"svdh-run: {result.reason}")
+            err(f"svdh-run: {result.reason}")
         record = result_record(result, bundle, backend.name, str(overlay_path) if overlay_path else None)
         if out is not None and result.status == "ok":
             _write_json(out / f"{Path(overlay_path).name.removesuffix('.overlay.png')}.json", record)
@@ -100,31 +102,6 @@ def _write_json(path: Path, record: dict) -> None:
     partial.replace(path)
 
 
-def _err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def main() -> None:
-    """Console entry point: expected failures print one line and exit with their code."""
-    try:
-        app(standalone_mode=False)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except SvdhError as exc:
-        _err(f"svdh-run: error: {exc}")
-        sys.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
-        _err("svdh-run: interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors are handled below; anything else is unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if os.environ.get("SVDH_DEBUG"):
-            raise
-        _err(f"svdh-run: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]} (set SVDH_DEBUG=1 for details)")
-        sys.exit(int(ExitCode.UNEXPECTED))
+    """Console entry point."""
+    run_app(app, "svdh-run")

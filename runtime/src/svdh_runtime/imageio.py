@@ -77,7 +77,9 @@ def read_dicom(path: Path) -> LoadedImage:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputError(f"{path}: colour image ({photometric or 'unknown photometric'}); expected a greyscale radiograph")
+        raise InputError(
+            f"{path}: colour image ({photometric or 'unknown photometric'}); expected a greyscale radiograph"
+        )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise InputError(f"{path}: multi-frame image ({frames} frames); expected one radiograph")

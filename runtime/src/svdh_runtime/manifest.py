@@ -8,9 +8,10 @@ validates types and ranges and raises :class:`BundleError` naming the field.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BundleError
 
@@ -49,7 +50,9 @@ class Preprocessing:
             "preprocessing percentiles must satisfy 0 <= low < high <= 100",
         )
         _require(self.std > 0, "preprocessing.std must be > 0")
-        _require(self.resample in ("bilinear", "bicubic", "box"), "preprocessing.resample must be bilinear, bicubic or box")
+        _require(
+            self.resample in ("bilinear", "bicubic", "box"), "preprocessing.resample must be bilinear, bicubic or box"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
         if not isinstance(data, Mapping):
             raise BundleError("manifest must be a JSON object")
         version = data.get("schema_version")
@@ -171,7 +174,7 @@ class Manifest:
         )
 
     @classmethod
-    def read(cls, path: Path) -> "Manifest":
+    def read(cls, path: Path) -> Manifest:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -11,9 +11,7 @@ from .preprocess import ContentBox, fit_size, normalise_intensity, resize
 
 DISPLAY_LONG_SIDE = 1024
 # Anchor colours of a perceptually ordered heat scale (dark purple -> yellow).
-_ANCHORS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
-)
+_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
 
 
 def heat_colours(values: np.ndarray) -> np.ndarray:
@@ -33,7 +31,7 @@ def cam_on_content(cam: np.ndarray, spec: Preprocessing, box: ContentBox, height
 
 def render_overlay(
     pixels: np.ndarray, cam: np.ndarray, spec: Preprocessing, box: ContentBox, caption: str
-) -> "PIL.Image.Image":  # noqa: F821
+) -> PIL.Image.Image:  # noqa: F821
     """Compose the radiograph (greyscale), the normalised CAM (heat colours) and a caption."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -55,7 +53,7 @@ def render_overlay(
     return picture
 
 
-def write_overlay(picture: "PIL.Image.Image", path: Path) -> None:  # noqa: F821
+def write_overlay(picture: PIL.Image.Image, path: Path) -> None:  # noqa: F821
     """Write atomically, so an interrupted run never leaves a half-written PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

@@ -66,7 +66,7 @@ class Hand:
     sites: dict[str, JointSite] = field(default_factory=dict)
     proximal_phalanges: dict[int, Bone] = field(default_factory=dict)  # canonical frame only
 
-    def transformed(self, pose: "Pose") -> "Hand":
+    def transformed(self, pose: Pose) -> Hand:
         return Hand(
             bones=[pose.apply(s) for s in self.bones],
             soft=[pose.apply(s) for s in self.soft],
@@ -95,15 +95,27 @@ class Pose:
         s = self.scale
         if isinstance(shape, Bone):
             return Bone(
-                self.point(shape.start), self.point(shape.end), shape.shaft_radius * s, shape.start_radius * s,
-                shape.end_radius * s, shape.flare * s, shape.cap_flatness, shape.cortex_density, shape.marrow_density,
+                self.point(shape.start),
+                self.point(shape.end),
+                shape.shaft_radius * s,
+                shape.start_radius * s,
+                shape.end_radius * s,
+                shape.flare * s,
+                shape.cap_flatness,
+                shape.cortex_density,
+                shape.marrow_density,
             )
         if isinstance(shape, Ellipsoid):
             angle = -shape.angle if self.mirror else shape.angle
             # image y points down, so a counter-clockwise canonical angle becomes clockwise
             new_angle = -(angle + np.deg2rad(self.rotation_deg))
-            return Ellipsoid(self.point(shape.centre), (shape.axes[0] * s, shape.axes[1] * s), new_angle,
-                             shape.cortex_density, shape.marrow_density)
+            return Ellipsoid(
+                self.point(shape.centre),
+                (shape.axes[0] * s, shape.axes[1] * s),
+                new_angle,
+                shape.cortex_density,
+                shape.marrow_density,
+            )
         if isinstance(shape, Tube):
             return Tube(self.point(shape.start), self.point(shape.end), shape.radius * s, shape.density)
         if isinstance(shape, Bite):
@@ -152,13 +164,16 @@ def build_hand(erosion: dict[str, int], narrowing: dict[str, int], rng: np.rando
     ``mcp1..5``, ``cmc3..5``, ``mna``, ``capnlun``, ``radcar`` (narrowing).
     """
     hand = Hand()
-    shrink = {name: CARPAL_GAP_MM * (1.0 - NARROWING_FRACTION[narrowing.get(name, 0)]) for name in
-              ("cmc3", "cmc4", "cmc5", "mna", "capnlun", "radcar")}
+    shrink = {
+        name: CARPAL_GAP_MM * (1.0 - NARROWING_FRACTION[narrowing.get(name, 0)])
+        for name in ("cmc3", "cmc4", "cmc5", "mna", "capnlun", "radcar")
+    }
     spread = {d: rng.normal(0.0, 4.0) for d in (1, 2, 3, 4, 5)}
 
     # Forearm: radius (radial side) and ulna; narrowing of the radiocarpal joint raises the radius.
-    radius = Bone(np.array([5.5, -90.0]), np.array([5.0, 0.0 + shrink["radcar"]]), 6.0, 6.0, 11.0, flare=9.0,
-                  cap_flatness=3.0)
+    radius = Bone(
+        np.array([5.5, -90.0]), np.array([5.0, 0.0 + shrink["radcar"]]), 6.0, 6.0, 11.0, flare=9.0, cap_flatness=3.0
+    )
     ulna = Bone(np.array([-15.5, -90.0]), np.array([-14.5, -3.5]), 4.8, 4.8, 6.5, flare=6.0, cap_flatness=2.2)
     hand.bones += [radius, ulna]
     hand.sites["radcar"] = JointSite(np.array([3.0, 1.5 + shrink["radcar"] / 2]), 9.0)
@@ -233,7 +248,7 @@ def build_hand(erosion: dict[str, int], narrowing: dict[str, int], rng: np.rando
     hand.soft += [Tube(mc1.start + mc_dir * 10.0, t2.end, r + 5.0, SOFT_DENSITY)]
 
     # Palm, wrist and forearm soft tissue.
-    for digit, (base, angle, lengths, r) in _FINGERS.items():
+    for base, angle, lengths, _ in _FINGERS.values():
         start = np.array(base)
         hand.soft.append(Tube(start, start + _unit(angle) * (lengths[0] - 4.0), 9.5, SOFT_DENSITY))
     hand.soft += [

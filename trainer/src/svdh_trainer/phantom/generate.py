@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -42,12 +42,21 @@ class AcquisitionRanges:
 
 
 ACQUISITION_PRESETS = {
-    "default": AcquisitionRanges(((0.17, 0.26),), (10, 12, 14, 16), 0.3, (900.0, 4000.0), (0.08, 0.3), 0.15,
-                                 ((0.85, 1.15),), 0.4),
+    "default": AcquisitionRanges(
+        ((0.17, 0.26),), (10, 12, 14, 16), 0.3, (900.0, 4000.0), (0.08, 0.3), 0.15, ((0.85, 1.15),), 0.4
+    ),
     # Settings training never sees: finer and coarser detectors, more noise and blur,
     # other processing curves, mostly MONOCHROME1.
-    "shifted": AcquisitionRanges(((0.13, 0.16), (0.27, 0.31)), (10, 12, 16), 0.7, (400.0, 900.0), (0.3, 0.45),
-                                 0.25, ((0.7, 0.82), (1.18, 1.3)), 0.6),
+    "shifted": AcquisitionRanges(
+        ((0.13, 0.16), (0.27, 0.31)),
+        (10, 12, 16),
+        0.7,
+        (400.0, 900.0),
+        (0.3, 0.45),
+        0.25,
+        ((0.7, 0.82), (1.18, 1.3)),
+        0.6,
+    ),
 }
 
 
@@ -74,8 +83,14 @@ def _marker(letter: str, x: float, y: float, size: float = 10.0) -> list[Tube]:
     w, h = size * 0.6, size
     strokes = {
         "L": [((0, 0), (0, h)), ((0, h), (w, h))],
-        "R": [((0, 0), (0, h)), ((0, 0), (w * 0.8, 0)), ((w * 0.8, 0), (w, h * 0.25)), ((w, h * 0.25), (w * 0.8, h * 0.5)),
-              ((w * 0.8, h * 0.5), (0, h * 0.5)), ((w * 0.3, h * 0.5), (w, h))],
+        "R": [
+            ((0, 0), (0, h)),
+            ((0, 0), (w * 0.8, 0)),
+            ((w * 0.8, 0), (w, h * 0.25)),
+            ((w, h * 0.25), (w * 0.8, h * 0.5)),
+            ((w * 0.8, h * 0.5), (0, h * 0.5)),
+            ((w * 0.3, h * 0.5), (w, h)),
+        ],
     }[letter]
     return [Tube(np.array([x + a[0], y + a[1]]), np.array([x + b[0], y + b[1]]), 0.9, 8.0) for a, b in strokes]
 
@@ -101,15 +116,17 @@ def _joint_records(hand_name: str, hand: Hand, patient: PatientGrades, spacing: 
     for area in AREAS:
         site = hand.sites[area.joint]
         column = area.column(hand_name)
-        records.append({
-            "column": column,
-            "hand": hand_name,
-            "kind": area.kind,
-            "x": round(float(site.centre[0] / spacing), 1),
-            "y": round(float(site.centre[1] / spacing), 1),
-            "radius": round(float(site.radius / spacing), 1),
-            "grade": patient.grades[hand_name][column],
-        })
+        records.append(
+            {
+                "column": column,
+                "hand": hand_name,
+                "kind": area.kind,
+                "x": round(float(site.centre[0] / spacing), 1),
+                "y": round(float(site.centre[1] / spacing), 1),
+                "radius": round(float(site.radius / spacing), 1),
+                "grade": patient.grades[hand_name][column],
+            }
+        )
     return records
 
 
@@ -119,8 +136,13 @@ def make_patient(out: Path, seed: int, index: int, layout: str, preset: str) -> 
     patient = draw_patient(rng)
     patient_id = f"S{seed}-{index:05d}"
     total, erosion, narrowing = patient.totals()
-    row = {"Patient_ID": patient_id, "Overall_Tol": total, "Overall_erosion": erosion,
-           "Overall_narrowing": narrowing, **patient.columns()}
+    row = {
+        "Patient_ID": patient_id,
+        "Overall_Tol": total,
+        "Overall_erosion": erosion,
+        "Overall_narrowing": narrowing,
+        **patient.columns(),
+    }
     # The patient's right hand is on the image's left (radiological convention), thumbs inward.
     if layout == "both":
         scenes = [("", [("RH", 78.0, False), ("LH", 242.0, True)], (320.0, 250.0))]
@@ -140,11 +162,24 @@ def make_patient(out: Path, seed: int, index: int, layout: str, preset: str) -> 
         stored = expose(path_lengths(placed, markers, shape, spacing), acq, rng)
         name = f"{patient_id}{suffix}.dcm"
         laterality = "B" if len(hands) == 2 else hands[0][0][0]
-        write_radiograph(out / "images" / name, stored, patient_id=patient_id, uid_seed=f"{seed}/{index}{suffix}",
-                         modality=acq.modality, photometric=acq.photometric, bits_stored=acq.bits_stored,
-                         pixel_spacing_mm=spacing, laterality=laterality, day=index)
-        joints[f"images/{name}"] = {"pixel_spacing_mm": round(spacing, 5), "rows": shape[0], "columns": shape[1],
-                                    "joints": records}
+        write_radiograph(
+            out / "images" / name,
+            stored,
+            patient_id=patient_id,
+            uid_seed=f"{seed}/{index}{suffix}",
+            modality=acq.modality,
+            photometric=acq.photometric,
+            bits_stored=acq.bits_stored,
+            pixel_spacing_mm=spacing,
+            laterality=laterality,
+            day=index,
+        )
+        joints[f"images/{name}"] = {
+            "pixel_spacing_mm": round(spacing, 5),
+            "rows": shape[0],
+            "columns": shape[1],
+            "joints": records,
+        }
     return row, joints
 
 
@@ -153,7 +188,13 @@ def _work(args: tuple[Path, int, int, str, str]) -> tuple[dict, dict]:
 
 
 def generate(
-    out: Path, n: int, seed: int, *, layout: str = "both", preset: str = "default", workers: int | None = None,
+    out: Path,
+    n: int,
+    seed: int,
+    *,
+    layout: str = "both",
+    preset: str = "default",
+    workers: int | None = None,
     progress: Callable[[Iterator], Iterator] = lambda it: it,
 ) -> Path:
     """Write ``n`` phantom patients to ``out``; returns the path of ``labels.csv``."""

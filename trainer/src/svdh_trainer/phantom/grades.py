@@ -15,8 +15,18 @@ from ..areas import AREAS, HANDS, Area
 
 # Joints that RA damages early and often get higher susceptibility.
 _SUSCEPTIBILITY = {
-    "mcp2": 1.25, "mcp3": 1.2, "pip3": 1.1, "pip2": 1.05, "ulna": 1.2, "mcp5": 1.1,
-    "radcar": 1.05, "capnlun": 1.05, "mcp1": 0.8, "ip1": 0.75, "mc1base": 0.8, "cmc3": 0.8,
+    "mcp2": 1.25,
+    "mcp3": 1.2,
+    "pip3": 1.1,
+    "pip2": 1.05,
+    "ulna": 1.2,
+    "mcp5": 1.1,
+    "radcar": 1.05,
+    "capnlun": 1.05,
+    "mcp1": 0.8,
+    "ip1": 0.75,
+    "mc1base": 0.8,
+    "cmc3": 0.8,
 }
 
 

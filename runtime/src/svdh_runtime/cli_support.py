@@ -1,0 +1,39 @@
+"""What every svdh command line shares: one-line errors and documented exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .errors import ExitCode, SvdhError
+
+
+def err(message: str) -> None:
+    """Print a message for the person at the terminal (stderr, flushed)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_app(app: typer.Typer, prog: str) -> None:
+    """Run a Typer app: expected failures print one line and exit with their code, never a traceback."""
+    import click
+
+    try:
+        result = app(prog_name=prog, standalone_mode=False)
+    except SvdhError as exc:
+        err(f"{prog}: error: {exc}")
+        sys.exit(int(exc.exit_code))
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err(f"{prog}: interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("SVDH_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:200]
+        err(f"{prog}: unexpected error: {type(exc).__name__}: {detail} (set SVDH_DEBUG=1 for details)")
+        sys.exit(int(ExitCode.UNEXPECTED))
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,110 @@
+"""Readers: DICOM photometric handling, PNG/JPEG, and one-line refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from svdh_runtime.errors import InputError
+from svdh_runtime.imageio import read_image
+from svdh_runtime.manifest import Preprocessing
+from svdh_runtime.preprocess import prepare
+from svdh_trainer.phantom.dicom import write_radiograph
+
+
+def _dicom(path: Path, stored: np.ndarray, photometric: str, bits: int = 12) -> Path:
+    write_radiograph(
+        path,
+        stored,
+        patient_id="T1",
+        uid_seed=str(path),
+        modality="DX",
+        photometric=photometric,
+        bits_stored=bits,
+        pixel_spacing_mm=0.2,
+        laterality="B",
+    )
+    return path
+
+
+def _ramp() -> np.ndarray:
+    y, x = np.mgrid[0:120, 0:150]
+    return ((x + 2 * y) * 8).astype(np.uint16)
+
+
+def test_monochrome1_is_inverted(tmp_path: Path) -> None:
+    stored = _ramp()
+    mono2 = read_image(_dicom(tmp_path / "m2.dcm", stored, "MONOCHROME2")).pixels
+    mono1 = read_image(_dicom(tmp_path / "m1.dcm", 4095 - stored, "MONOCHROME1")).pixels
+    spec = Preprocessing(64, 80)
+    np.testing.assert_allclose(prepare(mono1, spec).canvas, prepare(mono2, spec).canvas, atol=1e-4)
+
+
+def test_dicom_meta_has_no_patient_data(tmp_path: Path) -> None:
+    meta = read_image(_dicom(tmp_path / "a.dcm", _ramp(), "MONOCHROME2")).meta
+    assert meta.format == "dicom" and meta.pixel_spacing_mm == (0.2, 0.2)
+    assert "T1" not in repr(meta)
+
+
+def test_png_and_grey_rgb_jpeg_are_read(tmp_path: Path) -> None:
+    grey = (_ramp() // 16).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "a.jpg", quality=95)
+    assert read_image(tmp_path / "a.png").meta.format == "png"
+    jpeg = read_image(tmp_path / "a.jpg")
+    assert jpeg.meta.format == "jpeg" and jpeg.pixels.shape == grey.shape
+
+
+def test_colour_image_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 70, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    with pytest.raises(InputError, match="colour image"):
+        read_image(tmp_path / "c.png")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.dcm", b"", "file is empty"),
+        ("notes.txt", b"hello", "not a DICOM, PNG or JPEG"),
+        ("noise.dcm", b"\0" * 128 + b"DICM" + bytes(range(256)) * 4, "DICOM"),
+        ("bad.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "damaged image file"),
+    ],
+)
+def test_unreadable_files_raise_one_line(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as caught:
+        read_image(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        read_image(tmp_path / "missing.dcm")
+    with pytest.raises(InputError, match="is a directory"):
+        read_image(tmp_path)
+
+
+def test_truncated_dicom_at_many_offsets_never_crashes(tmp_path: Path) -> None:
+    data = _dicom(tmp_path / "whole.dcm", _ramp(), "MONOCHROME2").read_bytes()
+    for cut in (10, 131, 200, 400, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"cut{cut}.dcm"
+        path.write_bytes(data[:cut])
+        with pytest.raises(InputError):
+            read_image(path)
+
+
+def test_blank_image_has_no_contrast() -> None:
+    with pytest.raises(InputError, match="no contrast"):
+        prepare(np.full((100, 100), 7.0, np.float32), Preprocessing(64, 64))
+
+
+def test_prepare_keeps_aspect_and_centres() -> None:
+    prepared = prepare(np.random.default_rng(0).random((200, 100)).astype(np.float32), Preprocessing(64, 96))
+    box = prepared.box
+    assert (box.height, box.width) == (64, 32) and box.left == 32 and box.top == 0
+    pad = (0.0 - 0.35) / 0.3
+    assert np.allclose(prepared.canvas[:, :32], pad) and np.allclose(prepared.canvas[:, 64:], pad)

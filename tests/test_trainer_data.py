@@ -1,0 +1,69 @@
+"""Dataset reading, patient-level splits and recipes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from svdh_trainer.config import config_from_dict
+from svdh_trainer.datasets import DatasetError, patient_split, read_phantom_dir
+
+
+def _copy_with(phantoms: Path, tmp_path: Path, edit) -> Path:  # noqa: ANN001
+    rows = list(csv.DictReader((phantoms / "labels.csv").open()))
+    fields = list(rows[0])
+    fields, rows = edit(fields, rows)
+    (tmp_path / "images").symlink_to(phantoms / "images")
+    with (tmp_path / "labels.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path
+
+
+def test_reads_targets_from_the_grade_columns(phantoms: Path) -> None:
+    samples = read_phantom_dir(phantoms)
+    rows = {r["Patient_ID"]: r for r in csv.DictReader((phantoms / "labels.csv").open())}
+    assert len(samples) == 16
+    assert all(s.score == float(rows[s.patient_id]["Overall_Tol"]) for s in samples)
+
+
+def test_missing_column_is_named(phantoms: Path, tmp_path: Path) -> None:
+    folder = _copy_with(phantoms, tmp_path, lambda f, r: ([c for c in f if c != "LH_mcp_E__3"], r))
+    with pytest.raises(DatasetError, match="missing column LH_mcp_E__3"):
+        read_phantom_dir(folder)
+
+
+def test_out_of_range_grade_is_refused(phantoms: Path, tmp_path: Path) -> None:
+    def edit(fields, rows):  # noqa: ANN001, ANN202
+        rows[2]["RH_pip_J__4"] = "7"
+        return fields, rows
+
+    with pytest.raises(DatasetError, match=r"labels.csv:4: RH_pip_J__4=7 is outside 0-4"):
+        read_phantom_dir(_copy_with(phantoms, tmp_path, edit))
+
+
+def test_missing_image_is_named(phantoms: Path, tmp_path: Path) -> None:
+    def edit(fields, rows):  # noqa: ANN001, ANN202
+        rows[0]["Patient_ID"] = "NOBODY"
+        return fields, rows
+
+    with pytest.raises(DatasetError, match="no image for patient NOBODY"):
+        read_phantom_dir(_copy_with(phantoms, tmp_path, edit))
+
+
+def test_split_keeps_each_patient_on_one_side(tmp_path: Path) -> None:
+    from svdh_trainer.datasets import Sample
+
+    samples = [Sample(tmp_path / f"{p}-{h}.dcm", f"P{p}", 1.0) for p in range(20) for h in ("LH", "RH")]
+    train, val = patient_split(samples, 0.25, seed=1)
+    assert len(val) == 10 and len(train) == 30
+    assert not {s.patient_id for s in train} & {s.patient_id for s in val}
+
+
+def test_recipe_rejects_unknown_keys() -> None:
+    with pytest.raises(DatasetError, match=r"unknown key\(s\) in \[train\]: epochz"):
+        config_from_dict({"data": {"train": "x"}, "train": {"epochz": 3}})
+    with pytest.raises(DatasetError, match=r"\[input\]: preprocessing.std must be > 0"):
+        config_from_dict({"data": {"train": "x"}, "input": {"height": 64, "width": 64, "std": 0}})

@@ -1,0 +1,91 @@
+"""``svdh-train``: make phantoms, fit models, evaluate bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from svdh_runtime.cli_support import err, run_app
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Train svdh models.")
+
+
+def _bar(iterable, total: int | None = None, desc: str = ""):  # noqa: ANN001, ANN202
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Folder to write images/, labels.csv, joints.json.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of phantom patients.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
+    layout: Annotated[str, typer.Option(help="both: both hands in one image; single: one image per hand.")] = "both",
+    acquisition: Annotated[str, typer.Option(help="Acquisition preset: default or shifted.")] = "default",
+    workers: Annotated[int, typer.Option(min=0, help="Processes (0: all cores).")] = 0,
+) -> None:
+    """Generate synthetic PA hand radiographs (DICOM) with known per-joint SvdH grades."""
+    from .phantom.generate import ACQUISITION_PRESETS, LAYOUTS, generate
+
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
+    if acquisition not in ACQUISITION_PRESETS:
+        raise typer.BadParameter(f"choose one of {', '.join(ACQUISITION_PRESETS)}", param_hint="--acquisition")
+    labels = generate(
+        out,
+        n,
+        seed,
+        layout=layout,
+        preset=acquisition,
+        workers=workers or None,
+        progress=lambda it: _bar(it, total=n, desc="phantoms"),
+    )
+    err(f"wrote {n} phantom patients to {out} ({labels.name}, joints.json, images/)")
+
+
+@app.command()
+def fit(
+    recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/).")],
+    epochs: Annotated[Optional[int], typer.Option(help="Override [train] epochs.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Override [output] dir.")] = None,
+) -> None:
+    """Train a model as the RECIPE describes; writes checkpoints (safetensors + JSON) and history."""
+    import dataclasses
+
+    from .config import load_config
+    from .fit import fit as run_fit
+
+    config = load_config(recipe)
+    if epochs is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+    if out is not None:
+        config = dataclasses.replace(config, output=dataclasses.replace(config.output, dir=str(out)))
+    run_fit(config, log=err)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Labelled folder (labels.csv + images/).")],
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle (default: the shipped one).")] = None,
+    record: Annotated[
+        Optional[str], typer.Option(help="Also store the metrics in the bundle manifest under this key.")
+    ] = None,
+) -> None:
+    """Score DATA through the runtime and print PCC, RMSE, MAE and severity accuracy as JSON."""
+    from .evaluate import evaluate_bundle, record_metrics
+
+    metrics = evaluate_bundle(model, data, progress=lambda it: _bar(it, desc="evaluate"))
+    metrics["data"] = str(data)
+    print(json.dumps(metrics, indent=2))
+    if record:
+        if model is None:
+            raise typer.BadParameter("--record needs --model", param_hint="--record")
+        record_metrics(model, record, metrics)
+
+
+def main() -> None:
+    """Console entry point."""
+    run_app(app, "svdh-train")

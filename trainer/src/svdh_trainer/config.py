@@ -1,0 +1,111 @@
+"""Training recipes: TOML files that record everything needed to rerun a fit."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from svdh_runtime.errors import SvdhError
+from svdh_runtime.manifest import DEFAULT_SEVERITY_CLASSES, Preprocessing, SeverityClass
+
+from .datasets import DatasetError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str  # phantom folder (labels.csv + images/)
+    val: str = ""  # separate validation folder; empty: split train by patient
+    val_fraction: float = 0.15
+    workers: int = 0  # preprocessing processes (0: all cores)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "mobilenetv2_050"
+    head: str = "linear"
+    hidden: int = 256
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.02
+    warmup_epochs: float = 0.5
+    severity_loss_weight: float = 0.3
+    augment: bool = True
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0: all cores)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/model"
+    name: str = "svdh-model"
+    version: str = "0.1.0"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: Preprocessing = field(default_factory=lambda: Preprocessing(height=320, width=384))
+    train: OptimConfig = field(default_factory=OptimConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    severity_classes: tuple[SeverityClass, ...] = DEFAULT_SEVERITY_CLASSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _section(kind: type, data: Any, name: str) -> Any:
+    if not isinstance(data, dict):
+        raise DatasetError(f"recipe: [{name}] must be a table")
+    allowed = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise DatasetError(f"recipe: unknown key(s) in [{name}]: {', '.join(unknown)}")
+    try:
+        return kind(**data)
+    except (TypeError, ValueError, SvdhError) as exc:
+        message = str(exc).removeprefix("invalid manifest: ")
+        raise DatasetError(f"recipe: [{name}]: {message}") from None
+
+
+def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> TrainConfig:
+    """Build a config; relative data paths are taken relative to ``base_dir``."""
+    unknown = sorted(set(data) - {"data", "model", "input", "train", "output", "severity_classes"})
+    if unknown:
+        raise DatasetError(f"recipe: unknown section(s): {', '.join(unknown)}")
+    if "data" not in data:
+        raise DatasetError("recipe: missing [data] with train = <folder>")
+    data_cfg = _section(DataConfig, data["data"], "data")
+    if base_dir is not None:
+        resolve = lambda p: str((base_dir / p).resolve()) if p and not Path(p).is_absolute() else p  # noqa: E731
+        data_cfg = DataConfig(resolve(data_cfg.train), resolve(data_cfg.val), data_cfg.val_fraction, data_cfg.workers)
+    classes = DEFAULT_SEVERITY_CLASSES
+    if "severity_classes" in data:
+        classes = tuple(_section(SeverityClass, c, "severity_classes") for c in data["severity_classes"])
+    return TrainConfig(
+        data=data_cfg,
+        model=_section(ModelConfig, data.get("model", {}), "model"),
+        input=_section(Preprocessing, data.get("input", {"height": 320, "width": 384}), "input"),
+        train=_section(OptimConfig, data.get("train", {}), "train"),
+        output=_section(OutputConfig, data.get("output", {}), "output"),
+        severity_classes=classes,
+    )
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a TOML recipe; data paths are relative to the current directory."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable TOML recipe ({exc})") from None
+    return config_from_dict(raw)
