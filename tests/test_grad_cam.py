@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam import GradCAM
+
 from svdh_exporter.model import CamGraph, ModelSpec, SvdhNet, cam_target_layer
 from svdh_exporter.onnx_export import export_onnx
 from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend

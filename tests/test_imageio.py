@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from svdh_runtime.errors import InputError
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing

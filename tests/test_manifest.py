@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from svdh_runtime.errors import BundleError
 from svdh_runtime.manifest import (
     DEFAULT_SEVERITY_CLASSES,

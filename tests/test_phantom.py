@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+
 from svdh_trainer.areas import AREAS, EROSION_AREAS, NARROWING_AREAS, TOTAL_MAX, grade_columns
 from svdh_trainer.phantom.anatomy import Pose, build_hand
 from svdh_trainer.phantom.generate import generate

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+
 from svdh_trainer.config import config_from_dict
 from svdh_trainer.datasets import DatasetError, patient_split, read_phantom_dir
 

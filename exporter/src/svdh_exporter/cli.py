@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from svdh_runtime.cli_support import err, run_app
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Export svdh models to bundles.")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from svdh_runtime.bundle import MODEL_FILE, sha256_file
 from svdh_runtime.errors import BundleError, SvdhError
 from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec
@@ -57,6 +58,7 @@ def export_onnx(graph: Any, example: Any, path: Path, log: Callable[[str], None]
 def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> dict[str, float]:
     """Run torch and ONNX Runtime on the same inputs; raise if they disagree."""
     import torch
+
     from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(onnx_bytes)

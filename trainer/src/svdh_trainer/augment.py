@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+
 from svdh_runtime.manifest import Preprocessing
 
 

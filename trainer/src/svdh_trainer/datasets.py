@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from svdh_runtime.errors import SvdhError
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing
@@ -56,8 +57,19 @@ def _hand_total(row: dict[str, str], hand: str, where: str) -> int:
     return total
 
 
+IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg")
+
+
+def _find_image(folder: Path, stem: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def read_phantom_dir(root: Path) -> list[Sample]:
-    """Samples of a folder with ``labels.csv`` and ``images/<Patient_ID>[-LH|-RH].dcm``.
+    """Samples of a folder with ``labels.csv`` (RA2-DREAM columns) and ``images/<Patient_ID>[-LH|-RH].<dcm|png|jpg>``.
 
     A both-hands image's target is the 0-280 total; a one-hand image's is that hand's 0-140 total.
     """
@@ -76,18 +88,14 @@ def read_phantom_dir(root: Path) -> list[Sample]:
             if not pid:
                 raise DatasetError(f"{where}: empty Patient_ID")
             totals = {hand: _hand_total(row, hand, where) for hand in HANDS}
-            both = root / "images" / f"{pid}.dcm"
-            if both.is_file():
+            both = _find_image(root / "images", pid)
+            if both is not None:
                 samples.append(Sample(both, pid, float(sum(totals.values()))))
                 continue
-            found = False
-            for hand in HANDS:
-                single = root / "images" / f"{pid}-{hand}.dcm"
-                if single.is_file():
-                    samples.append(Sample(single, pid, float(totals[hand])))
-                    found = True
-            if not found:
+            singles = {hand: _find_image(root / "images", f"{pid}-{hand}") for hand in HANDS}
+            if not any(singles.values()):
                 raise DatasetError(f"{where}: no image for patient {pid} under {root / 'images'}")
+            samples += [Sample(path, pid, float(totals[hand])) for hand, path in singles.items() if path is not None]
     if not samples:
         raise DatasetError(f"{labels}: no rows")
     return samples

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from svdh_runtime.backends import create_backend
 from svdh_runtime.bundle import load_bundle
 from svdh_runtime.manifest import MANIFEST_NAME

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from svdh_exporter.checkpoint import save_checkpoint
 from svdh_exporter.model import ModelSpec, SvdhNet
 

@@ -1,0 +1,41 @@
+"""The bundle shipped inside svdh-runtime and the README's main command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from svdh_runtime.bundle import default_bundle_path, load_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "sample.dcm"
+
+
+def test_default_bundle_verifies_and_records_its_metrics() -> None:
+    bundle = load_bundle()
+    metrics = bundle.manifest.metrics
+    for key in ("validation", "held_out"):
+        assert {"pcc", "rmse", "mae", "severity_accuracy", "n"} <= set(metrics[key]), key
+    assert metrics["held_out"]["failures"] == 0
+    assert "phantom" in json.dumps(bundle.manifest.provenance["data"])
+
+
+def test_default_bundle_is_small() -> None:
+    size = sum(p.stat().st_size for p in default_bundle_path().iterdir())
+    assert size <= 20 * 1024 * 1024
+
+
+def test_readme_main_command_scores_the_sample(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "svdh_runtime", str(SAMPLE), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SvdH" in done.stdout
+    record = json.loads((tmp_path / "sample.json").read_text())
+    assert record["status"] == "ok" and 0 <= record["score"] <= 280
+    assert (tmp_path / "sample.overlay.png").stat().st_size > 10_000
