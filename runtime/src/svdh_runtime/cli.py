@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .backends.choice import BackendChoice
 from .cli_support import err, run_app
 from .errors import ExitCode
 
@@ -35,7 +36,7 @@ def run(
         Optional[Path], typer.Option("--out", "-o", help="Write a Grad-CAM overlay PNG and a JSON file per image here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
-    backend: Annotated[str, typer.Option(help="Inference backend: auto or onnxruntime.")] = "auto",
+    backend: Annotated[BackendChoice, typer.Option(help="Inference backend.")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: library default).", min=0)] = 0,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""

@@ -17,20 +17,18 @@ def err(message: str) -> None:
 
 def run_app(app: typer.Typer, prog: str) -> None:
     """Run a Typer app: expected failures print one line and exit with their code, never a traceback."""
-    import click
-
     try:
         result = app(prog_name=prog, standalone_mode=False)
     except SvdhError as exc:
         err(f"{prog}: error: {exc}")
         sys.exit(int(exc.exit_code))
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         err(f"{prog}: interrupted")
         sys.exit(130)
     except Exception as exc:
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # usage errors of click (vendored by recent typer releases): message and usage line
+            sys.exit(exc.exit_code)
         if os.environ.get("SVDH_DEBUG"):
             raise
         detail = " ".join(str(exc).split())[:200]

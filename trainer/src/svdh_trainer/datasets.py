@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdh_runtime.errors import SvdhError
+from svdh_runtime.errors import InputError
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing
 from svdh_runtime.preprocess import prepare
@@ -28,8 +28,8 @@ from .areas import AREAS, HANDS
 CACHE_DIR = ".svdh-cache"
 
 
-class DatasetError(SvdhError):
-    """A dataset is missing files or has malformed labels."""
+class DatasetError(InputError):
+    """A dataset or recipe is missing files or has malformed content (exit code 2)."""
 
 
 @dataclass(frozen=True)

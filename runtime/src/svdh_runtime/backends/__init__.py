@@ -5,12 +5,14 @@ from __future__ import annotations
 from ..bundle import Bundle
 from ..errors import BackendError
 from .base import Backend
+from .choice import BackendChoice
 
-BACKEND_NAMES = ("auto", "onnxruntime")
+BACKEND_NAMES = tuple(choice.value for choice in BackendChoice)
 
 
 def create_backend(name: str, bundle: Bundle, threads: int | None = None) -> Backend:
     """Open ``bundle`` on the named backend (``auto`` picks the best available)."""
+    name = name.value if isinstance(name, BackendChoice) else name
     if name in ("auto", "onnxruntime"):
         from .onnxruntime import OnnxRuntimeBackend
 
@@ -18,4 +20,4 @@ def create_backend(name: str, bundle: Bundle, threads: int | None = None) -> Bac
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
 
 
-__all__ = ["Backend", "BACKEND_NAMES", "create_backend"]
+__all__ = ["Backend", "BackendChoice", "BACKEND_NAMES", "create_backend"]
