@@ -43,8 +43,7 @@ def test_inference_batch1(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
 
 def test_overlay(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
     result = scorer.score_file(SAMPLE)
-    spec = scorer.bundle.manifest.preprocessing
-    benchmark(render_overlay, result.image.pixels, result.prediction.cam, spec, result.prepared.box, "SvdH")
+    benchmark(render_overlay, result, scorer.bundle.manifest)
 
 
 def test_warm_end_to_end(benchmark, scorer: Scorer) -> None:  # noqa: ANN001

@@ -7,6 +7,7 @@ ONNX Runtime reproduces the torch outputs on sample inputs.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -101,6 +102,9 @@ def export_bundle(
     example = torch.from_numpy(rng.standard_normal((TRACE_BATCH, 1, spec.height, spec.width), dtype=np.float32))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a bundle is meant to be shared
     try:
         model_path = staging / MODEL_FILE
         log(f"exporting {net.spec.architecture} at {spec.height}x{spec.width} to ONNX (opset {OPSET})")

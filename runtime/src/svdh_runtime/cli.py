@@ -64,25 +64,20 @@ def _score_all(
         overlay_path = None
         if result.status == "ok" and out is not None:
             name = _unique_stem(path, used_names)
-            p = result.prediction
-            caption = f"SvdH {p.score:.1f} / 280 - {p.severity}  ({bundle.manifest.name} {bundle.manifest.version})"
-            picture = render_overlay(
-                result.image.pixels, p.cam, bundle.manifest.preprocessing, result.prepared.box, caption
-            )
             overlay_path = out / f"{name}.overlay.png"
-            write_overlay(picture, overlay_path)
+            write_overlay(render_overlay(result, bundle.manifest), overlay_path)
         if result.status == "ok":
             result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
         else:
             failures += 1
             err(f"svdh-run: {result.reason}")
         record = result_record(result, bundle, backend.name, str(overlay_path) if overlay_path else None)
-        if out is not None and result.status == "ok":
-            _write_json(out / f"{Path(overlay_path).name.removesuffix('.overlay.png')}.json", record)
+        if overlay_path is not None:
+            _write_json(out / f"{name}.json", record)
         if as_json:
             print(json.dumps(record), flush=True)
         elif result.status == "ok":
-            print(summary_line(result), flush=True)
+            print(summary_line(result, bundle.manifest), flush=True)
     backend.close()
     return int(ExitCode.INPUT if failures else ExitCode.OK)
 

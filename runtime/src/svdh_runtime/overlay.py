@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .manifest import Preprocessing
+from .manifest import Manifest, Preprocessing
 from .preprocess import ContentBox, fit_size, normalise_intensity, resize
+
+if TYPE_CHECKING:
+    from .scoring import ScoreResult
 
 DISPLAY_LONG_SIDE = 1024
 # Anchor colours of a perceptually ordered heat scale (dark purple -> yellow).
@@ -29,8 +33,22 @@ def cam_on_content(cam: np.ndarray, spec: Preprocessing, box: ContentBox, height
     return resize(content, height, width, "bilinear")
 
 
-def render_overlay(
-    pixels: np.ndarray, cam: np.ndarray, spec: Preprocessing, box: ContentBox, caption: str
+def render_overlay(result: ScoreResult, manifest: Manifest) -> PIL.Image.Image:  # noqa: F821
+    """The radiograph (greyscale) with the normalised CAM (heat colours) and the score caption."""
+    from .report import caption
+
+    spec = manifest.preprocessing
+    return compose_overlay(
+        result.image.pixels,
+        result.prediction.cam,
+        spec,
+        result.prepared.box,
+        f"{caption(result, manifest)} - {manifest.name} {manifest.version}",
+    )
+
+
+def compose_overlay(
+    pixels: np.ndarray, cam: np.ndarray, spec: Preprocessing, box: ContentBox, text: str
 ) -> PIL.Image.Image:  # noqa: F821
     """Compose the radiograph (greyscale), the normalised CAM (heat colours) and a caption."""
     from PIL import Image, ImageDraw, ImageFont
@@ -46,10 +64,10 @@ def render_overlay(
     blended = (1.0 - alpha) * base + alpha * heat_colours(heat).astype(np.float32)
     picture = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), mode="RGB")
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(14, width // 40))
-    left, top, right, bottom = draw.textbbox((10, 10), caption, font=font)
+    font = ImageFont.load_default(size=max(14, width // 45))
+    left, top, right, bottom = draw.textbbox((10, 10), text, font=font)
     draw.rectangle((left - 6, top - 6, right + 6, bottom + 6), fill=(0, 0, 0))
-    draw.text((10, 10), caption, fill=(255, 255, 255), font=font)
+    draw.text((10, 10), text, fill=(255, 255, 255), font=font)
     return picture
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .bundle import Bundle
+from .manifest import Manifest
 from .scoring import ScoreResult
 
 
@@ -37,10 +38,14 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
     return record
 
 
-def summary_line(result: ScoreResult) -> str:
+def caption(result: ScoreResult, manifest: Manifest) -> str:
+    """``SvdH 42.3 / 280, moderate (p=0.81)``."""
+    p = result.prediction
+    return f"SvdH {p.score:.1f} / {manifest.outputs.score_max:.0f}, {p.severity} (p={p.probabilities[p.severity]:.2f})"
+
+
+def summary_line(result: ScoreResult, manifest: Manifest) -> str:
     """One human-readable line for the console."""
     if result.status != "ok" or result.prediction is None:
         return f"{result.source}: {result.status}: {result.reason}"
-    p = result.prediction
-    confidence = p.probabilities[p.severity]
-    return f"{result.source}: SvdH {p.score:.1f} / 280, {p.severity} (p={confidence:.2f})"
+    return f"{result.source}: {caption(result, manifest)}"

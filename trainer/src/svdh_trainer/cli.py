@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Tr
 def _bar(iterable, total: int | None = None, desc: str = ""):  # noqa: ANN001, ANN202
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None)  # no bar when not a terminal
 
 
 @app.command()

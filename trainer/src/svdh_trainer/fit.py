@@ -71,7 +71,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
     """Train per ``config``; writes the best checkpoint (by validation RMSE) and returns its directory."""
     from tqdm.auto import tqdm
 
-    bar = progress or (lambda it, **kw: tqdm(it, **kw))
+    bar = progress or (lambda it, **kw: tqdm(it, disable=None, **kw))  # no bar when not a terminal
     opt = config.train
     torch.manual_seed(opt.seed)
     np.random.seed(opt.seed)
