@@ -109,3 +109,22 @@ def test_prepare_keeps_aspect_and_centres() -> None:
     assert (box.height, box.width) == (64, 32) and box.left == 32 and box.top == 0
     pad = (0.0 - 0.35) / 0.3
     assert np.allclose(prepared.canvas[:, :32], pad) and np.allclose(prepared.canvas[:, 64:], pad)
+
+
+def test_every_file_pydicom_ships_is_read_or_refused_with_a_reason() -> None:
+    import pydicom
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert len(files) > 50
+    read, refused = 0, 0
+    for path in files:
+        try:
+            image = read_image(path)
+        except InputError as exc:
+            assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+            refused += 1
+        else:
+            assert image.pixels.ndim == 2 and image.pixels.dtype == np.float32
+            read += 1
+    assert read > 10 and refused > 10

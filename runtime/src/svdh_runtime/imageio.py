@@ -7,6 +7,7 @@ a DICOM image.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,28 @@ def read_image(path: Path) -> LoadedImage:
 
 
 def read_dicom(path: Path) -> LoadedImage:
-    """Read a single-frame greyscale radiograph: modality LUT, VOI LUT, then MONOCHROME1 inverted."""
+    """Read a single-frame greyscale radiograph: modality LUT, VOI LUT, then MONOCHROME1 inverted.
+
+    pydicom's warnings about non-conformant files are silenced here: a file
+    that can be read is read, one that cannot gives one :class:`InputError`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_dicom(path)
+
+
+def _header_int(ds: object, keyword: str, default: int) -> int:
+    """An integer header value; a malformed one is an input error, not a crash."""
+    value = getattr(ds, keyword, None)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"invalid {keyword} value {str(value)[:20]!r}") from None
+
+
+def _read_dicom(path: Path) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -74,16 +96,20 @@ def read_dicom(path: Path) -> LoadedImage:
         raise InputError(f"{path}: damaged DICOM file ({_one_line(exc)})") from None
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    try:
+        samples = _header_int(ds, "SamplesPerPixel", 1)
+        frames = _header_int(ds, "NumberOfFrames", 1)
+        rows, columns = _header_int(ds, "Rows", 0), _header_int(ds, "Columns", 0)
+        photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except Exception as exc:
+        raise InputError(f"{path}: damaged DICOM header ({_one_line(exc)})") from None
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputError(
-            f"{path}: colour image ({photometric or 'unknown photometric'}); expected a greyscale radiograph"
-        )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+        shown = photometric or "unknown photometric"
+        raise InputError(f"{path}: colour image ({shown}); expected a greyscale radiograph")
     if frames != 1:
         raise InputError(f"{path}: multi-frame image ({frames} frames); expected one radiograph")
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows * columns == 0 or rows * columns > MAX_PIXELS:
         raise InputError(f"{path}: image size {columns}x{rows} is outside the accepted range")
     try:
@@ -97,15 +123,18 @@ def read_dicom(path: Path) -> LoadedImage:
         raise InputError(f"{path}: decoded pixels have shape {image.shape}, expected ({rows}, {columns})")
     if photometric == "MONOCHROME1":
         image = np.float32(image.max()) - image
-    meta = ImageMeta(
-        format="dicom",
-        rows=rows,
-        columns=columns,
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")) or None,
-        modality=str(ds.get("Modality", "")) or None,
-        photometric=photometric,
-        pixel_spacing_mm=_pixel_spacing(ds),
-    )
+    try:
+        meta = ImageMeta(
+            format="dicom",
+            rows=rows,
+            columns=columns,
+            sop_instance_uid=str(ds.get("SOPInstanceUID", "")) or None,
+            modality=str(ds.get("Modality", "")) or None,
+            photometric=photometric,
+            pixel_spacing_mm=_pixel_spacing(ds),
+        )
+    except Exception as exc:
+        raise InputError(f"{path}: damaged DICOM header ({_one_line(exc)})") from None
     return LoadedImage(image, meta)
 
 
