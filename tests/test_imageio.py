@@ -128,3 +128,15 @@ def test_every_file_pydicom_ships_is_read_or_refused_with_a_reason() -> None:
             assert image.pixels.ndim == 2 and image.pixels.dtype == np.float32
             read += 1
     assert read > 10 and refused > 10
+
+
+def test_cam_peak_maps_back_to_the_image() -> None:
+    from svdh_runtime.preprocess import cam_peak
+
+    spec = Preprocessing(64, 96)
+    image = np.random.default_rng(0).random((300, 200)).astype(np.float32)  # tall: padded left and right
+    box = prepare(image, spec).box
+    cam = np.zeros((8, 12), np.float32)
+    cam[6, 5] = 1.0  # canvas cell centre: x = 5.5 * 8 = 44, y = 6.5 * 8 = 52
+    x, y = cam_peak(cam, spec, box, image.shape)
+    assert abs(x - (44 - box.left) * 200 / box.width) < 8 and abs(y - 52 * 300 / 64) < 8

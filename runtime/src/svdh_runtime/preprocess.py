@@ -80,6 +80,19 @@ def prepare(image: np.ndarray, spec: Preprocessing) -> Prepared:
     return Prepared(canvas=canvas, box=ContentBox(top, left, height, width))
 
 
+def canvas_to_image(x: float, y: float, box: ContentBox, image_shape: tuple[int, int]) -> tuple[float, float]:
+    """Map a point on the model canvas (pixels) back to the original image (pixels)."""
+    rows, columns = image_shape
+    return (x - box.left) * columns / box.width, (y - box.top) * rows / box.height
+
+
+def cam_peak(cam: np.ndarray, spec: Preprocessing, box: ContentBox, image_shape: tuple[int, int]) -> tuple[float, float]:
+    """Where a CAM is highest once upsampled to the canvas as the overlay shows it, in image pixels (x, y)."""
+    on_canvas = resize(cam, spec.height, spec.width, "bilinear")
+    row, col = np.unravel_index(int(np.argmax(on_canvas)), on_canvas.shape)
+    return canvas_to_image(col + 0.5, row + 0.5, box, image_shape)
+
+
 def display_image(prepared: Prepared, spec: Preprocessing) -> np.ndarray:
     """The content of a prepared canvas back in 0..1 (for overlays)."""
     b = prepared.box

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import numpy as np
 
 from svdh_runtime.backends import create_backend
 from svdh_runtime.bundle import load_bundle
-from svdh_runtime.manifest import MANIFEST_NAME
-from svdh_runtime.scoring import Scorer
+from svdh_runtime.manifest import MANIFEST_NAME, Preprocessing
+from svdh_runtime.preprocess import cam_peak
+from svdh_runtime.scoring import Scorer, ScoreResult
 
 from .datasets import read_phantom_dir
 from .metrics import evaluate_predictions
@@ -21,8 +23,10 @@ def evaluate_bundle(bundle_dir: Path | None, data: Path, progress: Callable = la
     """Score every image of ``data`` with the bundle; return metrics (errors count as failures)."""
     bundle = load_bundle(bundle_dir)
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
-    samples = read_phantom_dir(Path(data))
-    preds, truths, classes, failures = [], [], [], 0
+    data = Path(data)
+    samples = read_phantom_dir(data)
+    joints = _joint_sites(data)
+    preds, truths, classes, hits, failures = [], [], [], [], 0
     for sample in progress(samples):
         result = scorer.score_file(sample.path)
         if result.status != "ok":
@@ -31,11 +35,30 @@ def evaluate_bundle(bundle_dir: Path | None, data: Path, progress: Callable = la
         preds.append(result.prediction.score)
         classes.append(result.prediction.severity_index)
         truths.append(sample.score)
+        damaged = [j for j in joints.get(sample.path.relative_to(data).as_posix(), []) if j["grade"] > 0]
+        if damaged:
+            hits.append(_peak_hits(result, bundle.manifest.preprocessing, damaged))
     metrics = evaluate_predictions(
         np.array(preds), np.array(truths), np.array(classes), bundle.manifest.outputs.severity_classes
     )
     metrics["failures"] = failures
+    if hits:
+        metrics["cam_pointing_game"] = {"images": len(hits), "hit_rate": round(float(np.mean(hits)), 4)}
     return metrics
+
+
+def _joint_sites(data: Path) -> dict[str, list[dict]]:
+    """Joint centres per image from a phantom folder's joints.json (empty for other data)."""
+    path = data / "joints.json"
+    if not path.is_file():
+        return {}
+    return {name: record["joints"] for name, record in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
+def _peak_hits(result: ScoreResult, spec: Preprocessing, damaged: list[dict]) -> bool:
+    """Pointing game: does the CAM's peak fall within the radius of a damaged joint?"""
+    x, y = cam_peak(result.prediction.cam, spec, result.prepared.box, result.image.pixels.shape)
+    return any(np.hypot(x - j["x"], y - j["y"]) <= j["radius"] for j in damaged)
 
 
 def record_metrics(bundle_dir: Path, key: str, metrics: dict) -> None:
