@@ -60,6 +60,8 @@ def test_output_holds_no_patient_data(phantoms: Path, bundle: Path, tmp_path: Pa
     written = "".join(p.read_text() for p in out.glob("*.json"))
     for text in (done.stdout, done.stderr, written):
         assert patient_id not in text and "PHANTOM^" not in text
+    opted_in = run_cli("svdh-run", str(file), "--model", str(bundle), "--json", "--include-phi")
+    assert json.loads(opted_in.stdout)["patient"]["PatientID"] == patient_id
 
 
 @pytest.mark.parametrize(

@@ -38,13 +38,22 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
     backend: Annotated[BackendChoice, typer.Option(help="Inference backend.")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: library default).", min=0)] = 0,
+    include_phi: Annotated[
+        bool, typer.Option("--include-phi", help="Put patient name, ID and birth date in the JSON (off by default).")
+    ] = False,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
-    raise typer.Exit(code=_score_all(images, model, out, as_json, backend, threads or None))
+    raise typer.Exit(code=_score_all(images, model, out, as_json, backend, threads or None, include_phi))
 
 
 def _score_all(
-    images: list[Path], model: Path | None, out: Path | None, as_json: bool, backend_name: str, threads: int | None
+    images: list[Path],
+    model: Path | None,
+    out: Path | None,
+    as_json: bool,
+    backend_name: str,
+    threads: int | None,
+    include_phi: bool,
 ) -> int:
     from .backends import create_backend
     from .bundle import load_bundle
@@ -54,7 +63,7 @@ def _score_all(
 
     bundle = load_bundle(model)
     backend = create_backend(backend_name, bundle, threads=threads)
-    scorer = Scorer(bundle, backend)
+    scorer = Scorer(bundle, backend, include_phi=include_phi)
     err(f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) on {backend.name}")
     used_names: set[str] = set()
     failures = 0

@@ -32,6 +32,10 @@ class ImageMeta:
     modality: str | None = None
     photometric: str | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
+    patient: dict[str, str] | None = None  # only when the caller opted in to patient data
+
+
+PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,11 @@ class LoadedImage:
     meta: ImageMeta
 
 
-def read_image(path: Path) -> LoadedImage:
-    """Read any supported file, choosing the reader by content, not by name."""
+def read_image(path: Path, include_phi: bool = False) -> LoadedImage:
+    """Read any supported file, choosing the reader by content, not by name.
+
+    Patient name, ID and birth date are read only when ``include_phi`` is set.
+    """
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -57,11 +64,11 @@ def read_image(path: Path) -> LoadedImage:
     if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
         return _read_pillow(path)
     if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
-        return read_dicom(path)
+        return read_dicom(path, include_phi)
     raise InputError(f"{path}: not a DICOM, PNG or JPEG file")
 
 
-def read_dicom(path: Path) -> LoadedImage:
+def read_dicom(path: Path, include_phi: bool = False) -> LoadedImage:
     """Read a single-frame greyscale radiograph: modality LUT, VOI LUT, then MONOCHROME1 inverted.
 
     pydicom's warnings about non-conformant files are silenced here: a file
@@ -69,7 +76,7 @@ def read_dicom(path: Path) -> LoadedImage:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _read_dicom(path)
+        return _read_dicom(path, include_phi)
 
 
 def _header_int(ds: object, keyword: str, default: int) -> int:
@@ -83,7 +90,7 @@ def _header_int(ds: object, keyword: str, default: int) -> int:
         raise InputError(f"invalid {keyword} value {str(value)[:20]!r}") from None
 
 
-def _read_dicom(path: Path) -> LoadedImage:
+def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -132,6 +139,7 @@ def _read_dicom(path: Path) -> LoadedImage:
             modality=str(ds.get("Modality", "")) or None,
             photometric=photometric,
             pixel_spacing_mm=_pixel_spacing(ds),
+            patient={k: str(ds.get(k, "") or "") for k in PHI_KEYWORDS} if include_phi else None,
         )
     except Exception as exc:
         raise InputError(f"{path}: damaged DICOM header ({_one_line(exc)})") from None

@@ -86,7 +86,9 @@ def canvas_to_image(x: float, y: float, box: ContentBox, image_shape: tuple[int,
     return (x - box.left) * columns / box.width, (y - box.top) * rows / box.height
 
 
-def cam_peak(cam: np.ndarray, spec: Preprocessing, box: ContentBox, image_shape: tuple[int, int]) -> tuple[float, float]:
+def cam_peak(
+    cam: np.ndarray, spec: Preprocessing, box: ContentBox, image_shape: tuple[int, int]
+) -> tuple[float, float]:
     """Where a CAM is highest once upsampled to the canvas as the overlay shows it, in image pixels (x, y)."""
     on_canvas = resize(cam, spec.height, spec.width, "bilinear")
     row, col = np.unravel_index(int(np.argmax(on_canvas)), on_canvas.shape)

@@ -29,6 +29,8 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
         )
     if result.meta is not None and result.meta.sop_instance_uid:
         record["sop_instance_uid"] = result.meta.sop_instance_uid
+    if result.meta is not None and result.meta.patient is not None:
+        record["patient"] = result.meta.patient
     record["model"] = {"name": manifest.name, "version": manifest.version, "sha256": bundle.model_sha256}
     record["backend"] = backend
     if overlay:

@@ -65,15 +65,16 @@ def interpret(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[Predic
 class Scorer:
     """Scores files one at a time; a bad file gives an ``error`` result, never an exception."""
 
-    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, include_phi: bool = False) -> None:
         self.bundle = bundle
         self.backend = backend
+        self.include_phi = include_phi
 
     def score_file(self, path: Path) -> ScoreResult:
         result = ScoreResult(source=str(path), status="error")
         started = time.perf_counter()
         try:
-            image = read_image(Path(path))
+            image = read_image(Path(path), include_phi=self.include_phi)
             result.image, result.meta = image, image.meta
             read_done = time.perf_counter()
             prepared = prepare(image.pixels, self.bundle.manifest.preprocessing)
