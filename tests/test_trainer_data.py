@@ -64,7 +64,7 @@ def test_split_keeps_each_patient_on_one_side(tmp_path: Path) -> None:
 
 
 def test_recipe_rejects_unknown_keys() -> None:
-    with pytest.raises(DatasetError, match=r"unknown key\(s\) in \[train\]: epochz"):
+    with pytest.raises(DatasetError, match=r"unknown field\(s\) in \[train\]: epochz"):
         config_from_dict({"data": {"train": "x"}, "train": {"epochz": 3}})
-    with pytest.raises(DatasetError, match=r"\[input\]: preprocessing.std must be > 0"):
+    with pytest.raises(DatasetError, match=r"recipe: preprocessing.std must be > 0"):
         config_from_dict({"data": {"train": "x"}, "input": {"height": 64, "width": 64, "std": 0}})

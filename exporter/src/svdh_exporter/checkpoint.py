@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from svdh_runtime.bundle import sha256_file
 from svdh_runtime.errors import BundleError
-from svdh_runtime.manifest import OutputSpec, Preprocessing, SeverityClass
+from svdh_runtime.manifest import OutputSpec, Preprocessing, SeverityClass, dataclass_from_mapping
 
 if TYPE_CHECKING:
     from .model import ModelSpec, SvdhNet
@@ -103,13 +103,15 @@ def read_checkpoint_info(directory: Path) -> CheckpointInfo:
             name=str(data["name"]),
             version=str(data["version"]),
             model=dict(data["model"]),
-            preprocessing=Preprocessing(**data["preprocessing"]),
-            severity_classes=tuple(SeverityClass(**c) for c in data["severity_classes"]),
+            preprocessing=dataclass_from_mapping(Preprocessing, data["preprocessing"], "preprocessing"),
+            severity_classes=tuple(
+                dataclass_from_mapping(SeverityClass, c, "severity_classes[]") for c in data["severity_classes"]
+            ),
             weights_sha256=str(data["weights_sha256"]),
             metrics=dict(data.get("metrics", {})),
             provenance=dict(data.get("provenance", {})),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{path}: malformed checkpoint spec ({exc})") from None
 
 

@@ -202,15 +202,27 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return _typed(data, key, dict)
 
 
-def _build(kind: type, data: Any, where: str) -> Any:
-    """Construct a dataclass from a mapping, rejecting unknown keys and wrong types."""
+def dataclass_from_mapping(kind: type, data: Any, where: str) -> Any:
+    """Construct the dataclass ``kind`` from a mapping; ``ValueError`` names unknown keys or wrong values.
+
+    Shared by every reader of svdh's JSON and TOML files (manifests, checkpoints, recipes).
+    """
     if not isinstance(data, Mapping):
-        raise BundleError(f"invalid manifest: {where} must be an object")
-    known = {f.name: f for f in fields(kind)}
-    unknown = sorted(set(data) - set(known))
+        raise ValueError(f"{where} must be a table/object")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise BundleError(f"invalid manifest: unknown field(s) in {where}: {', '.join(unknown)}")
+        raise ValueError(f"unknown field(s) in {where}: {', '.join(unknown)}")
     try:
         return kind(**data)
     except TypeError as exc:
-        raise BundleError(f"invalid manifest: {where}: {exc}") from None
+        raise ValueError(f"{where}: {exc}") from None
+    except BundleError as exc:
+        raise ValueError(str(exc).removeprefix("invalid manifest: ")) from None
+
+
+def _build(kind: type, data: Any, where: str) -> Any:
+    try:
+        return dataclass_from_mapping(kind, data, where)
+    except ValueError as exc:
+        raise BundleError(f"invalid manifest: {exc}") from None

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from svdh_runtime.errors import SvdhError
-from svdh_runtime.manifest import DEFAULT_SEVERITY_CLASSES, Preprocessing, SeverityClass
+from svdh_runtime.manifest import DEFAULT_SEVERITY_CLASSES, Preprocessing, SeverityClass, dataclass_from_mapping
 
 from .datasets import DatasetError
 
@@ -63,17 +62,10 @@ class TrainConfig:
 
 
 def _section(kind: type, data: Any, name: str) -> Any:
-    if not isinstance(data, dict):
-        raise DatasetError(f"recipe: [{name}] must be a table")
-    allowed = {f.name for f in fields(kind)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise DatasetError(f"recipe: unknown key(s) in [{name}]: {', '.join(unknown)}")
     try:
-        return kind(**data)
-    except (TypeError, ValueError, SvdhError) as exc:
-        message = str(exc).removeprefix("invalid manifest: ")
-        raise DatasetError(f"recipe: [{name}]: {message}") from None
+        return dataclass_from_mapping(kind, data, f"[{name}]")
+    except ValueError as exc:
+        raise DatasetError(f"recipe: {exc}") from None
 
 
 def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> TrainConfig:
