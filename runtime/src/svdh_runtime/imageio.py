@@ -16,6 +16,8 @@ import numpy as np
 from .errors import InputError
 
 MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs)
+MAX_SIDE = 16_384
+RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")  # computed, digital and film-digitised radiography
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ""}
@@ -103,6 +105,11 @@ def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
         raise InputError(f"{path}: damaged DICOM file ({_one_line(exc)})") from None
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data")
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        raise InputError(
+            f"{path}: modality {modality or 'missing'} is not a radiograph ({'/'.join(RADIOGRAPH_MODALITIES)})"
+        )
     try:
         samples = _header_int(ds, "SamplesPerPixel", 1)
         frames = _header_int(ds, "NumberOfFrames", 1)
@@ -117,7 +124,7 @@ def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
         raise InputError(f"{path}: colour image ({shown}); expected a greyscale radiograph")
     if frames != 1:
         raise InputError(f"{path}: multi-frame image ({frames} frames); expected one radiograph")
-    if rows * columns == 0 or rows * columns > MAX_PIXELS:
+    if not (0 < rows <= MAX_SIDE and 0 < columns <= MAX_SIDE) or rows * columns > MAX_PIXELS:
         raise InputError(f"{path}: image size {columns}x{rows} is outside the accepted range")
     try:
         raw = ds.pixel_array
@@ -136,7 +143,7 @@ def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
             rows=rows,
             columns=columns,
             sop_instance_uid=str(ds.get("SOPInstanceUID", "")) or None,
-            modality=str(ds.get("Modality", "")) or None,
+            modality=modality,
             photometric=photometric,
             pixel_spacing_mm=_pixel_spacing(ds),
             patient={k: str(ds.get(k, "") or "") for k in PHI_KEYWORDS} if include_phi else None,
@@ -158,18 +165,20 @@ def _pixel_spacing(ds: object) -> tuple[float, float] | None:
 
 
 def _read_pillow(path: Path) -> LoadedImage:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as pil:
             fmt = (pil.format or "").lower()
-            if pil.width * pil.height > MAX_PIXELS:
+            if pil.width > MAX_SIDE or pil.height > MAX_SIDE or pil.width * pil.height > MAX_PIXELS:
                 raise InputError(f"{path}: image size {pil.width}x{pil.height} is outside the accepted range")
             pil.load()
             image = _greyscale(np.asarray(pil), path)
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image dimensions are outside the accepted range") from None
+    except Exception as exc:  # Pillow's decoders raise many kinds on damaged files
         raise InputError(f"{path}: damaged image file ({_one_line(exc)})") from None
     meta = ImageMeta(format="jpeg" if fmt == "jpeg" else "png", rows=image.shape[0], columns=image.shape[1])
     return LoadedImage(image, meta)
