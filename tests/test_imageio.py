@@ -152,3 +152,42 @@ def test_cam_peak_maps_back_to_the_image() -> None:
     cam[6, 5] = 1.0  # canvas cell centre: x = 5.5 * 8 = 44, y = 6.5 * 8 = 52
     x, y = cam_peak(cam, spec, box, image.shape)
     assert abs(x - (44 - box.left) * 200 / box.width) < 8 and abs(y - 52 * 300 / 64) < 8
+
+
+TWINS = [
+    "MR_small_RLE.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+]
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_compressed_and_big_endian_twins_decode_to_the_same_pixels(name: str) -> None:
+    import pydicom
+
+    from svdh_runtime.imageio import decoded_pixels
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    reference = decoded_pixels(pydicom.dcmread(folder / "MR_small.dcm"), folder / "MR_small.dcm")
+    twin = decoded_pixels(pydicom.dcmread(folder / name), folder / name)
+    np.testing.assert_array_equal(twin, reference)
+
+
+def test_missing_codec_names_the_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom
+    from pydicom.pixels.decoders.base import Decoder
+    from pydicom.uid import RLELossless
+
+    path = _dicom(tmp_path / "rle.dcm", _ramp(), "MONOCHROME2")
+    ds = pydicom.dcmread(path)
+    ds.compress(RLELossless)
+    ds.save_as(path)
+    assert read_image(path).pixels.shape == (120, 150)
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    with pytest.raises(
+        InputError,
+        match=r"no decoder installed for RLE Lossless; install them with: pip install 'svdh-runtime\[codecs\]'",
+    ):
+        read_image(path)
