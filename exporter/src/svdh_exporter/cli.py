@@ -32,6 +32,25 @@ def onnx_command(
     err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
 
 
+@app.command("triton")
+def triton_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    repo: Annotated[Path, typer.Option("--repo", help="Triton model repository to write into.")],
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "svdh",
+    version: Annotated[int, typer.Option(min=1, help="Model version directory.")] = 1,
+    max_batch: Annotated[int, typer.Option(min=1, help="max_batch_size for dynamic batching.")] = 8,
+    instances: Annotated[int, typer.Option(min=1, help="Model instances.")] = 1,
+    kind: Annotated[str, typer.Option(help="Instance kind: cpu or gpu.")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
+) -> None:
+    """Write BUNDLE into a Triton Inference Server model repository (platform onnxruntime_onnx)."""
+    from .triton import TritonOptions, write_triton_repository
+
+    options = TritonOptions(name=name, version=version, max_batch_size=max_batch, instances=instances, kind=kind)
+    model_dir = write_triton_repository(bundle, repo, options, force=force)
+    err(f"wrote {model_dir} (config.pbtxt, {version}/model.onnx, svdh_manifest.json)")
+
+
 def main() -> None:
     """Console entry point."""
     run_app(app, "svdh-export")
