@@ -86,7 +86,12 @@ def read_dicom(path: Path, include_phi: bool = False) -> LoadedImage:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _read_dicom(path, include_phi)
+        try:
+            return _read_dicom(path, include_phi)
+        except InputError:
+            raise
+        except Exception as exc:  # pydicom parses elements lazily: damage can surface on any access
+            raise InputError(f"{path}: damaged DICOM file ({_one_line(exc)})") from None
 
 
 def _header_int(ds: object, keyword: str, default: int) -> int:
@@ -172,8 +177,11 @@ def _choose_decoder(ds: pydicom.Dataset, path: Path) -> None:  # noqa: F821
     from pydicom.pixels import get_decoder
 
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is None or not syntax.is_compressed:
-        return
+    try:
+        if syntax is None or not syntax.is_compressed:
+            return
+    except ValueError:
+        raise InputError(f"{path}: {str(syntax)[:64]!r} is not a known transfer syntax") from None
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
