@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,15 +28,25 @@ app = typer.Typer(
 
 @app.command()
 def run(
-    images: Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files to score.", show_default=False)],
+    images: Annotated[
+        list[Path],
+        typer.Argument(help="DICOM, PNG or JPEG files, or folders to search recursively.", show_default=False),
+    ],
     model: Annotated[
         Optional[Path],
         typer.Option("--model", "-m", help="Bundle directory (default: the bundle shipped with svdh-runtime)."),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Write a Grad-CAM overlay PNG and a JSON file per image here.")
+        Optional[Path],
+        typer.Option(
+            "--out",
+            "-o",
+            help="Results folder: an overlay PNG and a JSON per image, results.jsonl, summary.csv, report.html. "
+            "A rerun skips inputs already in results.jsonl.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
+    rescore: Annotated[bool, typer.Option("--rescore", help="Score inputs again that --out already holds.")] = False,
     backend: Annotated[BackendChoice, typer.Option(help="Inference backend.")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: library default).", min=0)] = 0,
     include_phi: Annotated[
@@ -43,52 +54,92 @@ def run(
     ] = False,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
-    raise typer.Exit(code=_score_all(images, model, out, as_json, backend, threads or None, include_phi))
+    options = RunOptions(out, as_json, rescore, backend, threads or None, include_phi)
+    raise typer.Exit(code=_score_all(images, model, options))
 
 
-def _score_all(
-    images: list[Path],
-    model: Path | None,
-    out: Path | None,
-    as_json: bool,
-    backend_name: str,
-    threads: int | None,
-    include_phi: bool,
-) -> int:
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path | None
+    as_json: bool
+    rescore: bool
+    backend: str
+    threads: int | None
+    include_phi: bool
+
+
+def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     from .backends import create_backend
+    from .batch import RESULTS_NAME, Progress, ResultsLog, discover, input_key, write_summary
     from .bundle import load_bundle
-    from .overlay import render_overlay, write_overlay
-    from .report import result_record, summary_line
     from .scoring import Scorer
 
     bundle = load_bundle(model)
-    backend = create_backend(backend_name, bundle, threads=threads)
-    scorer = Scorer(bundle, backend, include_phi=include_phi)
+    backend = create_backend(options.backend, bundle, threads=options.threads)
+    scorer = Scorer(bundle, backend, include_phi=options.include_phi)
     err(f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) on {backend.name}")
-    used_names: set[str] = set()
+    out = options.out
+    paths = discover(images, exclude=out)
+    log = ResultsLog(out / RESULTS_NAME) if out is not None else None
+    if log is not None:
+        done = set() if options.rescore else {input_key(p) for p in paths if log.is_scored(input_key(p))}
+        log.forget(input_key(p) for p in paths if input_key(p) not in done)  # refused earlier: try again
+        if done:
+            err(f"{len(done)} input(s) already scored in {log.path}; skipped (--rescore scores them again)")
+        paths = [p for p in paths if input_key(p) not in done]
+    used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
+    progress = Progress(len(paths))
     failures = 0
-    for path in images:
-        started = time.perf_counter()
-        result = scorer.score_file(path)
-        overlay_path = None
-        if result.status == "ok" and out is not None:
-            name = _unique_stem(path, used_names)
-            overlay_path = out / f"{name}.overlay.png"
-            write_overlay(render_overlay(result, bundle.manifest), overlay_path)
-        if result.status == "ok":
-            result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
-        else:
-            failures += 1
-            err(f"svdh-run: {result.reason}")
-        record = result_record(result, bundle, backend.name, str(overlay_path) if overlay_path else None)
-        if overlay_path is not None:
-            _write_json(out / f"{name}.json", record)
-        if as_json:
-            print(json.dumps(record), flush=True)
-        elif result.status == "ok":
-            print(summary_line(result, bundle.manifest), flush=True)
+    with ThreadPoolExecutor(max_workers=2) as readers:  # decode ahead while the model runs
+        pending: deque = deque()
+        queue = iter(paths)
+        for path in queue:
+            pending.append((path, time.perf_counter(), readers.submit(scorer.prepare_file, path)))
+            if len(pending) >= 4:
+                break
+        while pending:
+            path, started, future = pending.popleft()
+            next_path = next(queue, None)
+            if next_path is not None:
+                pending.append((next_path, time.perf_counter(), readers.submit(scorer.prepare_file, next_path)))
+            result = scorer.infer(future.result())
+            failures += _report(result, path, started, bundle, backend.name, options, log, used_names)
+            progress.step(result.status == "ok")
+    progress.close()
     backend.close()
+    if log is not None:
+        write_summary(log.records.values(), out)
     return int(ExitCode.INPUT if failures else ExitCode.OK)
+
+
+def _report(result, path, started, bundle, backend_name, options, log, used_names) -> int:  # noqa: ANN001
+    """Write and print one result; returns 1 for a refused input, else 0."""
+    from .batch import input_key
+    from .overlay import render_overlay, write_overlay
+    from .report import result_record, summary_line
+
+    out, name, overlay_path = options.out, None, None
+    if result.status == "ok" and out is not None:
+        name = _unique_stem(path, used_names)
+        overlay_path = out / f"{name}.overlay.png"
+        write_overlay(render_overlay(result, bundle.manifest), overlay_path)
+    if result.status == "ok":
+        result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
+    else:
+        err(f"svdh-run: {result.reason}")
+    record = result_record(result, bundle, backend_name, str(overlay_path) if overlay_path else None)
+    if name is not None:
+        _write_json(out / f"{name}.json", record)
+    if log is not None:
+        log.append({**record, "source_path": input_key(path), "name": name})
+    if options.as_json:
+        print(json.dumps(record), flush=True)
+    elif result.status == "ok":
+        print(summary_line(result, bundle.manifest), flush=True)
+    return 0 if result.status == "ok" else 1
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

@@ -71,27 +71,33 @@ class Scorer:
         self.include_phi = include_phi
 
     def score_file(self, path: Path) -> ScoreResult:
+        """Read, prepare and score one file."""
+        return self.infer(self.prepare_file(path))
+
+    def prepare_file(self, path: Path) -> ScoreResult:
+        """Read and prepare one file (thread-safe; batch runs do this ahead of inference)."""
         result = ScoreResult(source=str(path), status="error")
         started = time.perf_counter()
         try:
             image = read_image(Path(path), include_phi=self.include_phi)
             result.image, result.meta = image, image.meta
             read_done = time.perf_counter()
-            prepared = prepare(image.pixels, self.bundle.manifest.preprocessing)
-            result.prepared = prepared
-            prep_done = time.perf_counter()
+            result.prepared = prepare(image.pixels, self.bundle.manifest.preprocessing)
         except InputError as exc:
             result.reason = str(exc)
             return result
-        outputs = self.backend.infer(prepared.canvas[None, None])
-        infer_done = time.perf_counter()
+        result.timings_ms = {"read": _ms(read_done - started), "preprocess": _ms(time.perf_counter() - read_done)}
+        return result
+
+    def infer(self, result: ScoreResult) -> ScoreResult:
+        """Run the model on a prepared result (a refused one is returned as it is)."""
+        if result.prepared is None:
+            return result
+        started = time.perf_counter()
+        outputs = self.backend.infer(result.prepared.canvas[None, None])
+        result.timings_ms["inference"] = _ms(time.perf_counter() - started)
         result.prediction = interpret(outputs, self.bundle.manifest)[0]
         result.status = "ok"
-        result.timings_ms = {
-            "read": _ms(read_done - started),
-            "preprocess": _ms(prep_done - read_done),
-            "inference": _ms(infer_done - prep_done),
-        }
         return result
 
 

@@ -1,0 +1,167 @@
+"""Batch runs: find inputs, keep one result per input across interrupted runs, summarise.
+
+``OUT/results.jsonl`` is append-only, one JSON record per input, flushed and
+fsynced after each record; a run killed mid-write leaves at most a torn last
+line, which the next run drops before it goes on. A rerun skips every input
+already scored in the log (a refused one is tried again and its record
+replaced), so each input ends with exactly one record.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+RESULTS_NAME = "results.jsonl"
+SUMMARY_NAME = "summary.csv"
+REPORT_NAME = "report.html"
+
+
+def input_key(path: Path) -> str:
+    """What identifies an input across runs: its absolute, resolved path."""
+    return os.path.realpath(path)
+
+
+def discover(inputs: Iterable[Path], exclude: Path | None = None) -> list[Path]:
+    """Files named directly, then every non-hidden file under each named directory (sorted, recursive)."""
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    found: list[Path] = []
+    for item in inputs:
+        if not Path(item).is_dir():
+            found.append(Path(item))
+            continue
+        for root, dirs, files in os.walk(item):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(Path(root, d)) != excluded)
+            found += [Path(root, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+class ResultsLog:
+    """The append-only JSON-lines log of a batch output folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):  # torn last line from an interrupted run
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(complete))
+        for line in complete.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "source_path" in record:
+                self.records[record["source_path"]] = record
+
+    def is_scored(self, key: str) -> bool:
+        """True when the log holds a successful result for this input."""
+        return self.records.get(key, {}).get("status") == "ok"
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop records (before rescoring them), rewriting the log atomically."""
+        keys = set(keys) & set(self.records)
+        if not keys:
+            return
+        for key in keys:
+            del self.records[key]
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in self.records.values()), encoding="utf-8")
+        partial.replace(self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records[record["source_path"]] = record
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
+    """``summary.csv`` (one row per input) and ``report.html`` (with overlay thumbnails)."""
+    records = sorted(records, key=lambda r: r["source"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["source", "status", "score", "severity", "reason", "overlay", "sop_instance_uid"])
+    for r in records:
+        writer.writerow(
+            [
+                r["source"],
+                r["status"],
+                r.get("score", ""),
+                r.get("severity", {}).get("class", ""),
+                r.get("reason", "") or "",
+                r.get("overlay", ""),
+                r.get("sop_instance_uid", ""),
+            ]
+        )
+    _atomic_write(out / SUMMARY_NAME, buffer.getvalue())
+    rows = []
+    for r in records:
+        picture = ""
+        if r.get("overlay"):
+            link = html.escape(os.path.relpath(r["overlay"], out))
+            picture = f'<a href="{link}"><img src="{link}" width="256" loading="lazy" alt="overlay"></a>'
+        score = f"{r['score']:.1f}" if "score" in r else ""
+        rows.append(
+            f"<tr><td>{html.escape(r['source'])}</td><td>{html.escape(r['status'])}</td><td>{score}</td>"
+            f"<td>{html.escape(r.get('severity', {}).get('class', ''))}</td>"
+            f"<td>{html.escape(r.get('reason', '') or '')}</td><td>{picture}</td></tr>"
+        )
+    scored = sum(r["status"] == "ok" for r in records)
+    _atomic_write(
+        out / REPORT_NAME,
+        "<!doctype html><meta charset='utf-8'><title>svdh results</title>"
+        "<style>body{font-family:sans-serif}td{padding:4px 8px;vertical-align:top}</style>"
+        f"<h1>svdh results</h1><p>{scored} of {len(records)} inputs scored. Scores are van der Heijde modified "
+        "Sharp totals (hands and wrists, 0-280) predicted by the model named in each JSON record.</p>"
+        "<table><tr><th>source</th><th>status</th><th>score</th><th>severity</th><th>reason</th><th>heatmap</th></tr>"
+        + "".join(rows)
+        + "</table>\n",
+    )
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.errors = total, 0, 0
+        self.started = time.monotonic()
+        self.enabled = sys.stderr.isatty() and total > 1
+
+    def step(self, ok: bool) -> None:
+        self.done += 1
+        self.errors += not ok
+        if self.enabled:
+            rate = self.done / max(time.monotonic() - self.started, 1e-6)
+            eta = (self.total - self.done) / rate
+            print(
+                f"\rscored {self.done}/{self.total} ({self.errors} errors), {rate:.1f}/s, ETA {eta:.0f} s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr, flush=True)
