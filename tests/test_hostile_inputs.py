@@ -119,7 +119,8 @@ def build_corpus(folder: Path) -> dict[str, Path]:
         path = folder / f"{name}.{'png' if name.startswith('png') else 'dcm'}"
         path.write_bytes(content)
         corpus[name] = path
-    corpus["directory"] = folder
+    (folder / "empty-folder").mkdir()
+    corpus["empty_folder"] = folder / "empty-folder"
     corpus["missing"] = folder / "does-not-exist.dcm"
     return corpus
 

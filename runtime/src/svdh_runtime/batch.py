@@ -30,18 +30,25 @@ def input_key(path: Path) -> str:
     return os.path.realpath(path)
 
 
-def discover(inputs: Iterable[Path], exclude: Path | None = None) -> list[Path]:
-    """Files named directly, then every non-hidden file under each named directory (sorted, recursive)."""
+def discover(inputs: Iterable[Path], exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Files named directly, then every non-hidden file under each named folder (sorted, recursive).
+
+    Returns the files and the named folders in which no file was found.
+    """
     excluded = os.path.realpath(exclude) if exclude is not None else None
     found: list[Path] = []
+    empty: list[Path] = []
     for item in inputs:
         if not Path(item).is_dir():
             found.append(Path(item))
             continue
+        before = len(found)
         for root, dirs, files in os.walk(item):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(Path(root, d)) != excluded)
             found += [Path(root, f) for f in sorted(files) if not f.startswith(".")]
-    return found
+        if len(found) == before:
+            empty.append(Path(item))
+    return found, empty
 
 
 class ResultsLog:

@@ -82,7 +82,9 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     scorer = Scorer(bundle, backend, include_phi=options.include_phi)
     err(f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) on {backend.name}")
     out = options.out
-    paths = discover(images, exclude=out)
+    paths, empty_folders = discover(images, exclude=out)
+    for folder in empty_folders:
+        err(f"svdh-run: {folder}: folder holds no files to score")
     log = ResultsLog(out / RESULTS_NAME) if out is not None else None
     if log is not None:
         done = set() if options.rescore else {input_key(p) for p in paths if log.is_scored(input_key(p))}
@@ -112,7 +114,7 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     backend.close()
     if log is not None:
         write_summary(log.records.values(), out)
-    return int(ExitCode.INPUT if failures else ExitCode.OK)
+    return int(ExitCode.INPUT if failures or empty_folders else ExitCode.OK)
 
 
 def _report(result, path, started, bundle, backend_name, options, log, used_names) -> int:  # noqa: ANN001
