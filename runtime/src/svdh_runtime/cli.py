@@ -47,6 +47,13 @@ def run(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image on stdout.")] = False,
     rescore: Annotated[bool, typer.Option("--rescore", help="Score inputs again that --out already holds.")] = False,
+    dicom_results: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-results",
+            help="With --out: also write a DICOM SR (TID 1500) and a Secondary Capture overlay per DICOM input.",
+        ),
+    ] = False,
     backend: Annotated[BackendChoice, typer.Option(help="Inference backend.")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: library default).", min=0)] = 0,
     include_phi: Annotated[
@@ -54,7 +61,9 @@ def run(
     ] = False,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
-    options = RunOptions(out, as_json, rescore, backend, threads or None, include_phi)
+    if dicom_results and out is None:
+        raise typer.BadParameter("needs --out", param_hint="--dicom-results")
+    options = RunOptions(out, as_json, rescore, backend, threads or None, include_phi, dicom_results)
     raise typer.Exit(code=_score_all(images, model, options))
 
 
@@ -66,6 +75,7 @@ class RunOptions:
     backend: str
     threads: int | None
     include_phi: bool
+    dicom_results: bool = False
 
 
 def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
@@ -123,16 +133,21 @@ def _report(result, path, started, bundle, backend_name, options, log, used_name
     from .overlay import render_overlay, write_overlay
     from .report import result_record, summary_line
 
-    out, name, overlay_path = options.out, None, None
+    out, name, overlay_path, dicom_files = options.out, None, None, []
     if result.status == "ok" and out is not None:
         name = _unique_stem(path, used_names)
         overlay_path = out / f"{name}.overlay.png"
-        write_overlay(render_overlay(result, bundle.manifest), overlay_path)
+        picture = render_overlay(result, bundle.manifest)
+        write_overlay(picture, overlay_path)
+        if options.dicom_results and result.meta.format == "dicom":
+            dicom_files = _write_dicom_results(path, result, picture, bundle, out / name)
     if result.status == "ok":
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
     else:
         err(f"svdh-run: {result.reason}")
     record = result_record(result, bundle, backend_name, str(overlay_path) if overlay_path else None)
+    if dicom_files:
+        record["dicom_results"] = [str(f) for f in dicom_files]
     if name is not None:
         _write_json(out / f"{name}.json", record)
     if log is not None:
@@ -142,6 +157,19 @@ def _report(result, path, started, bundle, backend_name, options, log, used_name
     elif result.status == "ok":
         print(summary_line(result, bundle.manifest), flush=True)
     return 0 if result.status == "ok" else 1
+
+
+def _write_dicom_results(path, result, picture, bundle, stem: Path) -> list[Path]:  # noqa: ANN001
+    """The SR and the Secondary Capture of one scored DICOM, next to its overlay."""
+    import numpy as np
+
+    from .dicom_results import make_dicom_results, write_dataset
+
+    made = make_dicom_results(path, result.prediction, np.asarray(picture), bundle.manifest, bundle.model_sha256)
+    files = [stem.with_name(stem.name + ".sr.dcm"), stem.with_name(stem.name + ".sc.dcm")]
+    write_dataset(made.structured_report, files[0])
+    write_dataset(made.secondary_capture, files[1])
+    return files
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

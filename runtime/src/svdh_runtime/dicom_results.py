@@ -1,0 +1,125 @@
+"""DICOM results for a scored radiograph, made with highdicom (optional extra ``dicom-results``).
+
+* a Comprehensive 3D SR holding a TID 1500 measurement report: the SvdH total
+  (with the algorithm's name and version) and the severity class, referencing
+  the source instance;
+* a Secondary Capture of the Grad-CAM overlay with the score burned in.
+
+Both join the source's study as new series. svdh's concepts have no standard
+codes, so they use the private coding scheme ``99SVDH``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MissingDependencyError
+from .manifest import Manifest
+from .scoring import Prediction
+
+SCHEME = "99SVDH"
+MANUFACTURER = "svdh"
+SR_SERIES_NUMBER = 9901
+SC_SERIES_NUMBER = 9902
+
+
+@dataclass(frozen=True)
+class DicomResults:
+    structured_report: object  # pydicom Dataset
+    secondary_capture: object  # pydicom Dataset
+
+
+def _highdicom():  # noqa: ANN202
+    try:
+        import highdicom
+    except ImportError:
+        raise MissingDependencyError(
+            "DICOM results need highdicom: pip install 'svdh-runtime[dicom-results]'"
+        ) from None
+    return highdicom
+
+
+def make_dicom_results(
+    source_path: Path, prediction: Prediction, overlay_rgb: np.ndarray, manifest: Manifest, model_sha256: str
+) -> DicomResults:
+    """Build the SR and the SC for one scored DICOM (headers re-read, pixels not needed)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    hd = _highdicom()
+    source = pydicom.dcmread(source_path, stop_before_pixels=True)
+    code = hd.sr.CodedConcept
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=manifest.name, version=manifest.version, parameters=[f"sha256:{model_sha256[:16]}"]
+    )
+    device = hd.sr.ObserverContext(
+        observer_type=code("121007", "DCM", "Device"),
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[model_sha256]),
+            name="svdh",
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{manifest.name} {manifest.version}",
+        ),
+    )
+    score = hd.sr.Measurement(
+        name=code("SVDH-HW", SCHEME, "van der Heijde modified Sharp score, hands and wrists"),
+        value=float(round(prediction.score, 2)),
+        unit=code("{score}", "UCUM", "score"),
+        algorithm_id=algorithm,
+    )
+    severity = hd.sr.QualitativeEvaluation(
+        name=code("SVDH-SEVERITY", SCHEME, "Radiographic RA severity class"),
+        value=code(f"SVDH-SEV-{prediction.severity.upper()}", SCHEME, prediction.severity),
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="SvdH score"),
+        measurements=[score],
+        qualitative_evaluations=[severity],
+        algorithm_id=algorithm,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=code("SVDH-XR-HANDS", SCHEME, "Radiography of the hands"),
+        imaging_measurements=[group],
+    )
+    structured_report = hd.sr.Comprehensive3DSR(
+        evidence=[source],
+        content=report,
+        series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description="svdh SvdH score",
+        is_complete=True,
+    )
+    secondary_capture = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=np.ascontiguousarray(overlay_rgb, dtype=np.uint8),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=generate_uid(),
+        series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "F"),
+        series_description="svdh Grad-CAM overlay",
+    )
+    secondary_capture.BurnedInAnnotation = "YES"
+    # Hands are paired: General Series needs Laterality (empty when both hands are shown).
+    side = str(source.get("ImageLaterality", "") or source.get("Laterality", "") or "")
+    secondary_capture.Laterality = side if side in ("L", "R") else ""
+    return DicomResults(structured_report, secondary_capture)
+
+
+def write_dataset(dataset: object, path: Path) -> None:
+    """Write a DICOM file atomically."""
+    partial = path.with_name(path.name + ".partial")
+    dataset.save_as(partial, enforce_file_format=True)
+    partial.replace(path)
