@@ -68,3 +68,22 @@ def test_recipe_rejects_unknown_keys() -> None:
         config_from_dict({"data": {"train": "x"}, "train": {"epochz": 3}})
     with pytest.raises(DatasetError, match=r"recipe: preprocessing.std must be > 0"):
         config_from_dict({"data": {"train": "x"}, "input": {"height": 64, "width": 64, "std": 0}})
+
+
+def test_metrics_known_values_and_bootstrap_intervals() -> None:
+    import numpy as np
+
+    from svdh_runtime.manifest import DEFAULT_SEVERITY_CLASSES
+    from svdh_trainer.metrics import evaluate_predictions, quadratic_weighted_kappa
+
+    assert quadratic_weighted_kappa(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), 4) == 1.0
+    assert quadratic_weighted_kappa(np.array([3, 2, 1, 0]), np.array([0, 1, 2, 3]), 4) == -1.0
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 200, 300)
+    pred = true + rng.normal(0, 10, 300)
+    classes = np.array([[0, 5, 30, 80].__len__() - 1 - sum(p < b for b in (5, 30, 80)) for p in pred])
+    metrics = evaluate_predictions(pred, true, classes, DEFAULT_SEVERITY_CLASSES, bootstrap=200)
+    assert abs(metrics["rmse"] - 10) < 1.5 and metrics["pcc"] > 0.98
+    low, high = metrics["rmse_ci"]
+    assert low < metrics["rmse"] < high and high - low < 3
+    assert metrics["severity_within_one"] >= metrics["severity_accuracy"]

@@ -74,11 +74,14 @@ def evaluate(
     record: Annotated[
         Optional[str], typer.Option(help="Also store the metrics in the bundle manifest under this key.")
     ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for 95 % confidence intervals (0: none).")
+    ] = 1000,
 ) -> None:
-    """Score DATA through the runtime and print PCC, RMSE, MAE and severity accuracy as JSON."""
+    """Score DATA through the runtime; print score and severity metrics with 95 % bootstrap CIs as JSON."""
     from .evaluate import evaluate_bundle, record_metrics
 
-    metrics = evaluate_bundle(model, data, progress=lambda it: _bar(it, desc="evaluate"))
+    metrics = evaluate_bundle(model, data, progress=lambda it: _bar(it, desc="evaluate"), bootstrap=bootstrap)
     metrics["data"] = str(data)
     print(json.dumps(metrics, indent=2))
     if record:

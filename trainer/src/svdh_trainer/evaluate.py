@@ -19,7 +19,9 @@ from .datasets import read_phantom_dir
 from .metrics import evaluate_predictions
 
 
-def evaluate_bundle(bundle_dir: Path | None, data: Path, progress: Callable = lambda it: it) -> dict:
+def evaluate_bundle(
+    bundle_dir: Path | None, data: Path, progress: Callable = lambda it: it, bootstrap: int = 1000
+) -> dict:
     """Score every image of ``data`` with the bundle; return metrics (errors count as failures)."""
     bundle = load_bundle(bundle_dir)
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
@@ -39,7 +41,11 @@ def evaluate_bundle(bundle_dir: Path | None, data: Path, progress: Callable = la
         if damaged:
             hits.append(_peak_hits(result, bundle.manifest.preprocessing, damaged))
     metrics = evaluate_predictions(
-        np.array(preds), np.array(truths), np.array(classes), bundle.manifest.outputs.severity_classes
+        np.array(preds),
+        np.array(truths),
+        np.array(classes),
+        bundle.manifest.outputs.severity_classes,
+        bootstrap=bootstrap,
     )
     metrics["failures"] = failures
     if hits:

@@ -27,15 +27,61 @@ def severity_labels(scores: np.ndarray, classes: tuple[SeverityClass, ...]) -> n
     return np.array([severity_index(float(s), classes) for s in scores], dtype=np.int64)
 
 
-def evaluate_predictions(
-    pred_score: np.ndarray, true_score: np.ndarray, pred_class: np.ndarray, classes: tuple[SeverityClass, ...]
+def quadratic_weighted_kappa(pred: np.ndarray, true: np.ndarray, classes: int) -> float:
+    """Cohen's kappa with quadratic weights for ordinal classes 0..classes-1."""
+    pred, true = np.asarray(pred, int), np.asarray(true, int)
+    observed = np.zeros((classes, classes))
+    np.add.at(observed, (true, pred), 1.0)
+    expected = np.outer(observed.sum(1), observed.sum(0)) / max(observed.sum(), 1.0)
+    i, j = np.indices((classes, classes))
+    weights = (i - j) ** 2 / max((classes - 1) ** 2, 1)
+    denominator = float((weights * expected).sum())
+    return float("nan") if denominator == 0 else 1.0 - float((weights * observed).sum()) / denominator
+
+
+def _point_metrics(
+    pred: np.ndarray, true: np.ndarray, pred_class: np.ndarray, true_class: np.ndarray, classes: int
 ) -> dict[str, float]:
-    """PCC, RMSE and MAE of the score; accuracy of the severity class against the true score's class."""
-    true_class = severity_labels(true_score, classes)
     return {
-        "n": int(len(true_score)),
-        "pcc": round(pearson(pred_score, true_score), 4),
-        "rmse": round(rmse(pred_score, true_score), 3),
-        "mae": round(mae(pred_score, true_score), 3),
-        "severity_accuracy": round(float(np.mean(np.asarray(pred_class) == true_class)), 4),
+        "pcc": pearson(pred, true),
+        "rmse": rmse(pred, true),
+        "mae": mae(pred, true),
+        "severity_accuracy": float(np.mean(pred_class == true_class)),
+        "severity_within_one": float(np.mean(np.abs(pred_class - true_class) <= 1)),
+        "severity_kappa": quadratic_weighted_kappa(pred_class, true_class, classes),
+        "severity_pcc": pearson(pred_class, true_class),
     }
+
+
+def evaluate_predictions(
+    pred_score: np.ndarray,
+    true_score: np.ndarray,
+    pred_class: np.ndarray,
+    classes: tuple[SeverityClass, ...],
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Score PCC, RMSE, MAE; severity accuracy, within-one accuracy, quadratic weighted kappa and PCC.
+
+    With ``bootstrap`` > 0, each metric also gets a percentile 95 % confidence
+    interval from that many resamples of the cases (``<metric>_ci``).
+    """
+    pred, true = np.asarray(pred_score, float), np.asarray(true_score, float)
+    pred_class = np.asarray(pred_class, int)
+    true_class = severity_labels(true, classes)
+    point = _point_metrics(pred, true, pred_class, true_class, len(classes))
+    result: dict[str, float] = {"n": int(len(true))}
+    result.update({k: round(v, 4) for k, v in point.items()})
+    if bootstrap > 0 and len(true) > 1:
+        rng = np.random.default_rng(seed)
+        samples = {k: [] for k in point}
+        for _ in range(bootstrap):
+            idx = rng.integers(0, len(true), len(true))
+            for k, v in _point_metrics(pred[idx], true[idx], pred_class[idx], true_class[idx], len(classes)).items():
+                samples[k].append(v)
+        for k, values in samples.items():
+            low, high = np.nanpercentile(np.array(values, float), [2.5, 97.5])
+            result[f"{k}_ci"] = [round(float(low), 4), round(float(high), 4)]
+        result["bootstrap"] = bootstrap
+    return result
