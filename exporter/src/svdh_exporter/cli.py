@@ -32,6 +32,20 @@ def onnx_command(
     err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
 
 
+@app.command("fp16")
+def fp16_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    calibration: Annotated[
+        list[Path], typer.Option("--calibration", "-c", help="Radiographs to check FP16 against FP32 (repeat).")
+    ],
+) -> None:
+    """Add model.fp16.onnx (FP16 compute, FP32 inputs/outputs) to BUNDLE after checking it on calibration images."""
+    from .fp16 import write_fp16
+
+    check = write_fp16(bundle, calibration)
+    err(f"wrote {bundle / 'model.fp16.onnx'}: {check}")
+
+
 @app.command("triton")
 def triton_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],

@@ -138,7 +138,7 @@ def export_bundle(
                 "export_check": agreement,
             },
         )
-        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        manifest.write(staging / MANIFEST_NAME)
         if out.exists():
             shutil.rmtree(out)
         staging.replace(out)

@@ -173,6 +173,12 @@ class Manifest:
             schema_version=version,
         )
 
+    def write(self, path: Path) -> None:
+        """Write atomically (a reader never sees a half-written manifest)."""
+        partial = Path(path).with_name(Path(path).name + ".partial")
+        partial.write_text(self.to_json(), encoding="utf-8")
+        partial.replace(path)
+
     @classmethod
     def read(cls, path: Path) -> Manifest:
         try:

@@ -71,7 +71,4 @@ def record_metrics(bundle_dir: Path, key: str, metrics: dict) -> None:
     """Store ``metrics`` under ``manifest.metrics[key]`` (the manifest is not itself checksummed)."""
     bundle = load_bundle(bundle_dir)
     manifest = dataclasses.replace(bundle.manifest, metrics={**bundle.manifest.metrics, key: metrics})
-    path = Path(bundle_dir) / MANIFEST_NAME
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(manifest.to_json(), encoding="utf-8")
-    partial.replace(path)
+    manifest.write(Path(bundle_dir) / MANIFEST_NAME)
