@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from svdh_runtime.bundle import sha256_file
 from svdh_runtime.errors import BundleError
-from svdh_runtime.manifest import OutputSpec, Preprocessing, SeverityClass, dataclass_from_mapping
+from svdh_runtime.manifest import Preprocessing, SeverityClass, dataclass_from_mapping
 
 if TYPE_CHECKING:
     from .model import ModelSpec, SvdhNet
@@ -38,10 +38,6 @@ class CheckpointInfo:
     weights_sha256: str
     metrics: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def outputs(self) -> OutputSpec:
-        return OutputSpec(severity_classes=self.severity_classes)
 
 
 def save_checkpoint(

@@ -11,13 +11,20 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from .backends.choice import BackendChoice
 from .cli_support import err, run_app
 from .errors import ExitCode
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from .batch import ResultsLog
+    from .bundle import Bundle
+    from .scoring import ScoreResult
 
 app = typer.Typer(
     add_completion=False,
@@ -127,7 +134,16 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     return int(ExitCode.INPUT if failures or empty_folders else ExitCode.OK)
 
 
-def _report(result, path, started, bundle, backend_name, options, log, used_names) -> int:  # noqa: ANN001
+def _report(
+    result: ScoreResult,
+    path: Path,
+    started: float,
+    bundle: Bundle,
+    backend_name: str,
+    options: RunOptions,
+    log: ResultsLog | None,
+    used_names: set[str],
+) -> int:
     """Write and print one result; returns 1 for a refused input, else 0."""
     from .batch import input_key
     from .overlay import render_overlay, write_overlay
@@ -159,7 +175,9 @@ def _report(result, path, started, bundle, backend_name, options, log, used_name
     return 0 if result.status == "ok" else 1
 
 
-def _write_dicom_results(path, result, picture, bundle, stem: Path) -> list[Path]:  # noqa: ANN001
+def _write_dicom_results(
+    path: Path, result: ScoreResult, picture: PIL.Image.Image, bundle: Bundle, stem: Path
+) -> list[Path]:
     """The SR and the Secondary Capture of one scored DICOM, next to its overlay."""
     import numpy as np
 

@@ -93,10 +93,3 @@ def cam_peak(
     on_canvas = resize(cam, spec.height, spec.width, "bilinear")
     row, col = np.unravel_index(int(np.argmax(on_canvas)), on_canvas.shape)
     return canvas_to_image(col + 0.5, row + 0.5, box, image_shape)
-
-
-def display_image(prepared: Prepared, spec: Preprocessing) -> np.ndarray:
-    """The content of a prepared canvas back in 0..1 (for overlays)."""
-    b = prepared.box
-    content = prepared.canvas[b.top : b.top + b.height, b.left : b.left + b.width]
-    return np.clip(content * spec.std + spec.mean, 0.0, 1.0)

@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -95,8 +94,3 @@ def write_radiograph(
     partial = path.with_name(path.name + ".partial")
     ds.save_as(partial, enforce_file_format=True)
     partial.replace(path)
-
-
-def read_patient_id(path: Path) -> str:
-    """The PatientID of a DICOM file (used by dataset readers, never logged)."""
-    return str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", ""))
