@@ -87,3 +87,15 @@ def test_metrics_known_values_and_bootstrap_intervals() -> None:
     low, high = metrics["rmse_ci"]
     assert low < metrics["rmse"] < high and high - low < 3
     assert metrics["severity_within_one"] >= metrics["severity_accuracy"]
+
+
+def test_evaluation_report_has_plots_and_one_row_per_image(phantoms: Path, tmp_path: Path) -> None:
+    from svdh_trainer.evaluate import evaluate_bundle
+
+    metrics = evaluate_bundle(None, phantoms, bootstrap=50, report_dir=tmp_path / "report")
+    assert metrics["n"] == 16 and metrics["failures"] == 0 and "rmse_ci" in metrics
+    for name in ("scatter.png", "confusion.png"):
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tmp_path / "report" / "predictions.csv").read_text().splitlines()) == 17
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| pcc | {metrics['pcc']} |" in report and "![predicted vs true](scatter.png)" in report

@@ -77,11 +77,16 @@ def evaluate(
     bootstrap: Annotated[
         int, typer.Option(min=0, help="Bootstrap resamples for 95 % confidence intervals (0: none).")
     ] = 1000,
+    report: Annotated[
+        Optional[Path], typer.Option(help="Write report.md, scatter.png and confusion.png into this folder.")
+    ] = None,
 ) -> None:
     """Score DATA through the runtime; print score and severity metrics with 95 % bootstrap CIs as JSON."""
     from .evaluate import evaluate_bundle, record_metrics
 
-    metrics = evaluate_bundle(model, data, progress=lambda it: _bar(it, desc="evaluate"), bootstrap=bootstrap)
+    metrics = evaluate_bundle(
+        model, data, progress=lambda it: _bar(it, desc="evaluate"), bootstrap=bootstrap, report_dir=report
+    )
     metrics["data"] = str(data)
     print(json.dumps(metrics, indent=2))
     if record:

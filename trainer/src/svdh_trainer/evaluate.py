@@ -20,9 +20,16 @@ from .metrics import evaluate_predictions
 
 
 def evaluate_bundle(
-    bundle_dir: Path | None, data: Path, progress: Callable = lambda it: it, bootstrap: int = 1000
+    bundle_dir: Path | None,
+    data: Path,
+    progress: Callable = lambda it: it,
+    bootstrap: int = 1000,
+    report_dir: Path | None = None,
 ) -> dict:
-    """Score every image of ``data`` with the bundle; return metrics (errors count as failures)."""
+    """Score every image of ``data`` with the bundle; return metrics (errors count as failures).
+
+    With ``report_dir``, also write a Markdown report with a scatter plot and a confusion matrix.
+    """
     bundle = load_bundle(bundle_dir)
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
     data = Path(data)
@@ -50,6 +57,18 @@ def evaluate_bundle(
     metrics["failures"] = failures
     if hits:
         metrics["cam_pointing_game"] = {"images": len(hits), "hit_rate": round(float(np.mean(hits)), 4)}
+    if report_dir is not None:
+        from .report import write_report
+
+        write_report(
+            Path(report_dir),
+            np.array(preds),
+            np.array(truths),
+            np.array(classes),
+            bundle.manifest.outputs.severity_classes,
+            metrics,
+            f"{bundle.manifest.name} {bundle.manifest.version} on {data.name}",
+        )
     return metrics
 
 
