@@ -39,6 +39,17 @@ class OptimConfig:
     augment: bool = True
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: all cores)
+    finetune: str = "full"  # full, head, two_stage or llrd (see svdh_trainer.finetune)
+    head_epochs: int = 1  # two_stage: epochs that train the heads only
+    layer_decay: float = 0.75  # llrd: learning-rate factor per layer toward the input
+
+    def __post_init__(self) -> None:
+        from .finetune import SCHEMES
+
+        if self.finetune not in SCHEMES:
+            raise ValueError(f"finetune must be one of {', '.join(SCHEMES)}, found {self.finetune!r}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError("layer_decay must be in (0, 1]")
 
 
 @dataclass(frozen=True)

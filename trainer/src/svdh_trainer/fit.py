@@ -22,6 +22,7 @@ from . import __version__
 from .augment import augment_batch
 from .config import TrainConfig
 from .datasets import Sample, load_canvases, patient_split, read_phantom_dir
+from .finetune import parameter_groups, set_trainable
 from .metrics import evaluate_predictions, severity_labels
 
 
@@ -95,7 +96,9 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
         score_std=float(max(train.scores.std(), 1.0)),
     )
     net = SvdhNet(spec).to(device).to(memory_format=torch.channels_last)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    optimiser = torch.optim.AdamW(
+        parameter_groups(net, opt.finetune, opt.lr, opt.weight_decay, opt.layer_decay), lr=opt.lr
+    )
     steps_per_epoch = max(1, math.ceil(len(train.samples) / opt.batch_size))
     total_steps = steps_per_epoch * opt.epochs
     warmup = max(1, int(opt.warmup_epochs * steps_per_epoch))
@@ -115,6 +118,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
 
     for epoch in range(1, opt.epochs + 1):
         net.train()
+        set_trainable(net, opt.finetune, epoch, opt.head_epochs)
         order = torch.randperm(len(train.samples), generator=generator).numpy()
         running, seen = 0.0, 0
         batches = bar(range(steps_per_epoch), desc=f"epoch {epoch}/{opt.epochs}", leave=False)
