@@ -26,6 +26,7 @@ class ModelConfig:
     head: str = "linear"
     hidden: int = 256
     dropout: float = 0.2
+    init: str = ""  # starting weights: svdh checkpoint folder or timm .safetensors file (empty: random)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .augment import augment_batch
 from .config import TrainConfig
 from .datasets import Sample, load_canvases, patient_split, read_phantom_dir
 from .finetune import parameter_groups, set_trainable
+from .initial_weights import initialise
 from .metrics import evaluate_predictions, severity_labels
 
 
@@ -95,7 +96,10 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
         score_mean=float(train.scores.mean()),
         score_std=float(max(train.scores.std(), 1.0)),
     )
-    net = SvdhNet(spec).to(device).to(memory_format=torch.channels_last)
+    net = SvdhNet(spec)
+    started_from = initialise(net, config.model.init) if config.model.init else "random initialisation"
+    log(f"starting from {started_from}")
+    net = net.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(
         parameter_groups(net, opt.finetune, opt.lr, opt.weight_decay, opt.layer_decay), lr=opt.lr
     )
@@ -163,15 +167,16 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
         )
         if metrics["rmse"] < best_rmse:
             best_rmse, best_metrics = metrics["rmse"], {"validation": {**metrics, "epoch": epoch}}
-            _save(out / "best", net, config, best_metrics)
-    _save(out / "last", net, config, {"validation": {**metrics, "epoch": opt.epochs}})
+            _save(out / "best", net, config, best_metrics, started_from)
+    _save(out / "last", net, config, {"validation": {**metrics, "epoch": opt.epochs}}, started_from)
     log(f"best validation RMSE {best_rmse:.2f}; checkpoint {out / 'best'}")
     return out / "best"
 
 
-def _save(directory: Path, net: SvdhNet, config: TrainConfig, metrics: dict) -> None:
+def _save(directory: Path, net: SvdhNet, config: TrainConfig, metrics: dict, started_from: str) -> None:
     provenance = {
         "recipe": config.to_dict(),
+        "initial_weights": started_from,
         "trainer": f"svdh-trainer {__version__}",
         "torch": torch.__version__,
         "python": platform.python_version(),
