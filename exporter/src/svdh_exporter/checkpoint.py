@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from svdh_runtime.bundle import sha256_file
 from svdh_runtime.errors import BundleError
+from svdh_runtime.files import atomic_write_text
 from svdh_runtime.manifest import Preprocessing, SeverityClass, dataclass_from_mapping
 
 if TYPE_CHECKING:
@@ -75,9 +76,7 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "provenance": dict(provenance or {}),
     }
-    spec_partial = directory / (SPEC_NAME + ".partial")
-    spec_partial.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    spec_partial.replace(directory / SPEC_NAME)
+    atomic_write_text(directory / SPEC_NAME, json.dumps(spec, indent=2) + "\n")
     return directory
 
 

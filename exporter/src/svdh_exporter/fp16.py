@@ -18,6 +18,7 @@ import numpy as np
 
 from svdh_runtime.bundle import load_bundle, sha256_file
 from svdh_runtime.errors import BundleError, MissingDependencyError, SvdhError
+from svdh_runtime.files import atomic_write_bytes
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import MANIFEST_NAME
 from svdh_runtime.preprocess import prepare
@@ -110,9 +111,7 @@ def write_fp16(bundle_dir: Path, calibration: list[Path]) -> dict[str, float]:
     ):
         raise PrecisionError(f"FP16 model is outside tolerance ({check}); not written")
     target = Path(bundle_dir) / FP16_FILE
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(fp16_bytes)
-    partial.replace(target)
+    atomic_write_bytes(target, fp16_bytes)
     manifest = bundle.manifest
     manifest = dataclasses.replace(
         manifest,

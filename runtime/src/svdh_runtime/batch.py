@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_write_text
+
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.csv"
 REPORT_NAME = "report.html"
@@ -85,9 +87,7 @@ class ResultsLog:
             return
         for key in keys:
             del self.records[key]
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text("".join(json.dumps(r) + "\n" for r in self.records.values()), encoding="utf-8")
-        partial.replace(self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records.values()))
 
     def append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,12 +96,6 @@ class ResultsLog:
             handle.flush()
             os.fsync(handle.fileno())
         self.records[record["source_path"]] = record
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
@@ -122,7 +116,7 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
                 r.get("sop_instance_uid", ""),
             ]
         )
-    _atomic_write(out / SUMMARY_NAME, buffer.getvalue())
+    atomic_write_text(out / SUMMARY_NAME, buffer.getvalue())
     rows = []
     for r in records:
         picture = ""
@@ -136,7 +130,7 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
             f"<td>{html.escape(r.get('reason', '') or '')}</td><td>{picture}</td></tr>"
         )
     scored = sum(r["status"] == "ok" for r in records)
-    _atomic_write(
+    atomic_write_text(
         out / REPORT_NAME,
         "<!doctype html><meta charset='utf-8'><title>svdh results</title>"
         "<style>body{font-family:sans-serif}td{padding:4px 8px;vertical-align:top}</style>"

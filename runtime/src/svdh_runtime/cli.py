@@ -200,10 +200,10 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 def _write_json(path: Path, record: dict) -> None:
+    from .files import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:

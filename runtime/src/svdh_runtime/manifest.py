@@ -175,9 +175,9 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         """Write atomically (a reader never sees a half-written manifest)."""
-        partial = Path(path).with_name(Path(path).name + ".partial")
-        partial.write_text(self.to_json(), encoding="utf-8")
-        partial.replace(path)
+        from .files import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json())
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

@@ -27,11 +27,16 @@ def severity_labels(scores: np.ndarray, classes: tuple[SeverityClass, ...]) -> n
     return np.array([severity_index(float(s), classes) for s in scores], dtype=np.int64)
 
 
+def confusion_matrix(pred: np.ndarray, true: np.ndarray, classes: int) -> np.ndarray:
+    """Counts ``[true class, predicted class]`` for classes 0..classes-1."""
+    matrix = np.zeros((classes, classes), int)
+    np.add.at(matrix, (np.asarray(true, int), np.asarray(pred, int)), 1)
+    return matrix
+
+
 def quadratic_weighted_kappa(pred: np.ndarray, true: np.ndarray, classes: int) -> float:
     """Cohen's kappa with quadratic weights for ordinal classes 0..classes-1."""
-    pred, true = np.asarray(pred, int), np.asarray(true, int)
-    observed = np.zeros((classes, classes))
-    np.add.at(observed, (true, pred), 1.0)
+    observed = confusion_matrix(pred, true, classes).astype(float)
     expected = np.outer(observed.sum(1), observed.sum(0)) / max(observed.sum(), 1.0)
     i, j = np.indices((classes, classes))
     weights = (i - j) ** 2 / max((classes - 1) ** 2, 1)

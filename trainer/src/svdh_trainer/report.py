@@ -9,7 +9,15 @@ import numpy as np
 
 from svdh_runtime.manifest import SeverityClass
 
-from .metrics import severity_labels
+from .metrics import confusion_matrix, severity_labels
+
+
+def _save(figure, path: Path) -> None:  # noqa: ANN001
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def write_report(
@@ -41,13 +49,9 @@ def write_report(
         ylabel="predicted SvdH total",
         title=f"PCC {metrics['pcc']:.3f}, RMSE {metrics['rmse']:.2f} (n={metrics['n']})",
     )
-    figure.tight_layout()
-    figure.savefig(out / "scatter.png")
-    plt.close(figure)
+    _save(figure, out / "scatter.png")
 
-    true_class = severity_labels(true, classes)
-    matrix = np.zeros((len(classes), len(classes)), int)
-    np.add.at(matrix, (true_class, np.asarray(pred_class, int)), 1)
+    matrix = confusion_matrix(pred_class, severity_labels(true, classes), len(classes))
     figure, axis = plt.subplots(figsize=(5, 4.5), dpi=120)
     axis.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
@@ -61,9 +65,7 @@ def write_report(
         ylabel="true class",
         title=f"severity accuracy {metrics['severity_accuracy']:.3f}",
     )
-    figure.tight_layout()
-    figure.savefig(out / "confusion.png")
-    plt.close(figure)
+    _save(figure, out / "confusion.png")
 
     rows = "\n".join(f"{t:.1f},{p:.3f},{names[int(c)]}" for t, p, c in zip(true, pred, pred_class))
     (out / "predictions.csv").write_text("true_score,predicted_score,predicted_class\n" + rows + "\n", encoding="utf-8")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from svdh_runtime.files import atomic_write_text
+
 from ..areas import AREAS, HANDS, grade_columns
 from .anatomy import Hand, Pose, add_ring, build_hand
 from .dicom import write_radiograph
@@ -218,8 +220,7 @@ def generate(
         writer.writerows(row for row, _ in results)
     (out / "labels.csv.partial").replace(labels)
     joints = {name: record for _, per_file in results for name, record in per_file.items()}
-    (out / "joints.json.partial").write_text(json.dumps(joints), encoding="utf-8")
-    (out / "joints.json.partial").replace(out / "joints.json")
+    atomic_write_text(out / "joints.json", json.dumps(joints))
     meta = {"generator": "svdh-train phantom", "n": n, "seed": seed, "layout": layout, "acquisition": preset}
     (out / "phantom.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return labels
