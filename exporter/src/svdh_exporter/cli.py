@@ -19,13 +19,16 @@ def _root() -> None:
 
 @app.command("onnx")
 def onnx_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory written by svdh-train fit.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint folder (svdh-train fit) or ensemble folder (svdh-train ensemble).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
     name: Annotated[Optional[str], typer.Option(help="Model name in the manifest (default: the checkpoint's).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Model version (default: the checkpoint's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
 ) -> None:
-    """Export CHECKPOINT as a bundle: model.onnx (score, severity_probs, Grad-CAM) and manifest.json."""
+    """Export CHECKPOINT (one network or an ensemble) as a bundle: model.onnx with score, severity_probs and
+    Grad-CAM in one graph, and manifest.json."""
     from .onnx_export import export_bundle
 
     manifest = export_bundle(checkpoint, out, name=name, version=version, force=force, log=err)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,8 +27,11 @@ class ModelSpec:
     dropout: float = 0.2
     score_mean: float = 0.0  # the score head predicts (score - mean) / std
     score_std: float = 1.0
+    output_stride: int = 32  # 16 or 8 dilate the last stage(s): a finer feature map, a sharper CAM
 
     def __post_init__(self) -> None:
+        if self.output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, found {self.output_stride}")
         if self.head not in ("linear", "mlp"):
             raise ValueError(f"head must be 'linear' or 'mlp', found {self.head!r}")
         if self.score_std <= 0:
@@ -79,8 +83,9 @@ class SvdhNet(nn.Module):
         import timm
 
         self.spec = spec
+        stride = {} if spec.output_stride == 32 else {"output_stride": spec.output_stride}
         self.backbone = timm.create_model(
-            spec.architecture, pretrained=False, num_classes=0, global_pool="", in_chans=1
+            spec.architecture, pretrained=False, num_classes=0, global_pool="", in_chans=1, **stride
         )
         features = self.backbone.num_features
         self.dropout = nn.Dropout(spec.dropout)
@@ -108,25 +113,106 @@ def cam_target_layer(net: SvdhNet) -> nn.Module:
     raise ValueError(f"no known last-stage layer for {net.spec.architecture}")
 
 
-class CamGraph(nn.Module):
-    """Export wrapper: ``image -> (score, severity_probs, cam)`` in one pass.
+def score_and_cam(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """Score, severity logits and the signed Grad-CAM map of ``scale * score``, in one forward pass.
 
-    Grad-CAM weights are the spatial mean of d score / d feature map. Through a
-    global average pool that is (d score / d pooled) / (h * w), which the score
-    head provides analytically; the CAM is ReLU(sum_c weight_c * map_c).
+    Grad-CAM weights are the spatial mean of d(scale * score) / d feature map.
+    Through a global average pool that is scale * (d score / d pooled) / (h * w),
+    which the score head provides analytically; the map is sum_c weight_c * map_c
+    (before the ReLU).
     """
+    spec = net.spec
+    maps = net.feature_map(image)
+    pooled = maps.mean(dim=(2, 3))
+    value, grad = net.score_head.value_and_grad(pooled)
+    score = value * spec.score_std + spec.score_mean
+    weights = grad * (scale * spec.score_std / (maps.shape[2] * maps.shape[3]))
+    signed_cam = (weights[:, :, None, None] * maps).sum(dim=1)
+    return score, net.severity_head(pooled), signed_cam
+
+
+class CamGraph(nn.Module):
+    """Export wrapper for one network: ``image -> (score, severity_probs, cam)``, cam = ReLU(Grad-CAM)."""
 
     def __init__(self, net: SvdhNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        spec = self.net.spec
-        maps = self.net.feature_map(image)
-        pooled = maps.mean(dim=(2, 3))
-        value, grad = self.net.score_head.value_and_grad(pooled)
-        score = value * spec.score_std + spec.score_mean
-        weights = grad * (spec.score_std / (maps.shape[2] * maps.shape[3]))
-        cam = torch.relu((weights[:, :, None, None] * maps).sum(dim=1))
-        probs = torch.softmax(self.net.severity_head(pooled), dim=-1)
-        return score, probs, cam
+        score, logits, signed_cam = score_and_cam(self.net, image)
+        return score, torch.softmax(logits, dim=-1), torch.relu(signed_cam)
+
+
+def resampling_matrix(size_in: int, size_out: int, method: str = "bilinear") -> torch.Tensor:
+    """``[size_out, size_in]`` matrix of the runtime's 1-D resize: ``resize(x)`` along an axis equals ``R @ x``.
+
+    Built by resizing the identity with :func:`svdh_runtime.preprocess.resize`, so
+    in-graph resampling is the preprocessing's own (antialiased Pillow) filter.
+    """
+    from svdh_runtime.preprocess import resize
+
+    identity = np.eye(size_in, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(resize(identity, size_out, size_in, method)))
+
+
+class EnsembleCamGraph(nn.Module):
+    """Export wrapper for an ensemble: members, a linear combiner and a combined Grad-CAM in one graph.
+
+    The combined score is ``bias + sum_m weight_m * score_m`` (averaging: weight 1/M,
+    bias 0; stacking: a meta-learner's coefficients). Each member sees the
+    ensemble canvas resampled to its own input size with the preprocessing's own
+    (Pillow) filter, as two constant matrix products (:func:`resampling_matrix`). The
+    combined CAM is the Grad-CAM of the combined score: for member m the gradient
+    through the combiner is weight_m * d score_m / d map_m, so its map is
+    ReLU(sum_c weight_m * mean_grad_c * map_c); the members' maps are resampled
+    (bilinear) to the finest member grid and summed. Severity probabilities are the
+    mean of the members' probabilities.
+    """
+
+    def __init__(
+        self,
+        nets: list[SvdhNet],
+        input_sizes: list[tuple[int, int]],
+        weights: list[float],
+        bias: float,
+        canvas: tuple[int, int],
+        resample: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        if not (len(nets) == len(input_sizes) == len(weights)) or not nets:
+            raise ValueError("an ensemble needs one input size and one weight per member")
+        self.members = nn.ModuleList(nets)
+        self.input_sizes = [tuple(size) for size in input_sizes]
+        self.canvas = tuple(canvas)
+        for index, (height, width) in enumerate(self.input_sizes):
+            self.register_buffer(f"rows_{index}", resampling_matrix(self.canvas[0], height, resample), persistent=False)
+            self.register_buffer(
+                f"cols_{index}", resampling_matrix(self.canvas[1], width, resample).T, persistent=False
+            )
+        self.weights = [float(w) for w in weights]
+        self.bias = float(bias)
+        with torch.no_grad():
+            probe = torch.zeros(1, 1, *self.canvas)
+            grids = [tuple(net.feature_map(self._member_input(probe, i)).shape[2:]) for i, net in enumerate(nets)]
+        self.grid = max(grids, key=lambda g: g[0] * g[1])
+
+    def _member_input(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        if self.input_sizes[index] == self.canvas:
+            return image
+        return getattr(self, f"rows_{index}") @ image @ getattr(self, f"cols_{index}")
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        score = torch.full_like(image[:, 0, 0, 0], self.bias)
+        probs, cam = None, None
+        for index, (net, weight) in enumerate(zip(self.members, self.weights)):
+            member_score, logits, signed_cam = score_and_cam(net, self._member_input(image, index), weight)
+            member_cam = torch.relu(signed_cam)
+            if tuple(member_cam.shape[1:]) != self.grid:
+                member_cam = F.interpolate(member_cam[:, None], size=self.grid, mode="bilinear", align_corners=False)[
+                    :, 0
+                ]
+            member_probs = torch.softmax(logits, dim=-1)
+            score = score + weight * member_score
+            probs = member_probs if probs is None else probs + member_probs
+            cam = member_cam if cam is None else cam + member_cam
+        return score, probs / len(self.members), cam

@@ -10,7 +10,8 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from svdh_runtime.bundle import MODEL_FILE, sha256_file
 from svdh_runtime.errors import BundleError, SvdhError
-from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec
+from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec, Preprocessing, SeverityClass
 
 from . import __version__
 
@@ -76,8 +77,100 @@ def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> di
     return report
 
 
+@dataclass(frozen=True)
+class ExportSource:
+    """What a bundle is made from: the export graph and the manifest fields it brings."""
+
+    graph: Any  # torch module: image -> (score, severity_probs, cam)
+    description: str
+    name: str
+    version: str
+    preprocessing: Preprocessing
+    severity_classes: tuple[SeverityClass, ...]
+    members: tuple[Member, ...]
+    metrics: Mapping[str, Any]
+    provenance: Mapping[str, Any]
+
+
+def _layer_name(net: Any) -> str:
+    from .model import cam_target_layer
+
+    layer = cam_target_layer(net)
+    return next(n for n, m in net.named_modules() if m is layer)
+
+
+def checkpoint_source(checkpoint: Path) -> ExportSource:
+    """One trained network."""
+    from .checkpoint import load_network
+    from .model import CamGraph
+
+    net, info = load_network(Path(checkpoint))
+    spec = info.preprocessing
+    return ExportSource(
+        graph=CamGraph(net).eval(),
+        description=f"{net.spec.architecture} at {spec.height}x{spec.width}",
+        name=info.name,
+        version=info.version,
+        preprocessing=spec,
+        severity_classes=info.severity_classes,
+        members=(Member(name="model", architecture=net.spec.architecture, weight=1.0, cam_layer=_layer_name(net)),),
+        metrics=info.metrics,
+        provenance={**info.provenance, "checkpoint_weights_sha256": info.weights_sha256},
+    )
+
+
+def ensemble_source(directory: Path) -> ExportSource:
+    """An ensemble folder written by ``svdh-train ensemble``: members and combiner in one graph."""
+    from .ensemble import canvas_of, load_ensemble
+
+    graph, loaded, spec = load_ensemble(Path(directory))
+    infos = [info for _, info in loaded]
+    canvas = canvas_of(infos).preprocessing
+    members = tuple(
+        Member(
+            name=f"{info.name}@{info.preprocessing.height}x{info.preprocessing.width}",
+            architecture=net.spec.architecture,
+            weight=ref.weight,
+            cam_layer=f"members.{index}.{_layer_name(net)}",
+        )
+        for index, ((net, info), ref) in enumerate(zip(loaded, spec.members))
+    )
+    return ExportSource(
+        graph=graph,
+        description=f"{spec.combiner} ensemble of {len(members)} ({', '.join(m.name for m in members)})",
+        name=spec.name,
+        version=spec.version,
+        preprocessing=canvas,
+        severity_classes=infos[0].severity_classes,
+        members=members,
+        metrics=spec.metrics,
+        provenance={
+            **spec.provenance,
+            "ensemble": {
+                "combiner": spec.combiner,
+                "bias": spec.bias,
+                "cam_grid": list(graph.grid),
+                "members": [
+                    {
+                        "name": info.name,
+                        "version": info.version,
+                        "architecture": net.spec.architecture,
+                        "input": [info.preprocessing.height, info.preprocessing.width],
+                        "output_stride": net.spec.output_stride,
+                        "weight": ref.weight,
+                        "weights_sha256": info.weights_sha256,
+                        "validation": dict(info.metrics).get("validation", {}),
+                        "provenance": dict(info.provenance),
+                    }
+                    for (net, info), ref in zip(loaded, spec.members)
+                ],
+            },
+        },
+    )
+
+
 def export_bundle(
-    checkpoint: Path,
+    source: Path,
     out: Path,
     *,
     name: str | None = None,
@@ -85,19 +178,17 @@ def export_bundle(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> Manifest:
-    """Export ``checkpoint`` to the bundle directory ``out`` and return its manifest."""
+    """Export a checkpoint or an ensemble folder to the bundle directory ``out``; returns its manifest."""
     import onnx
     import torch
 
-    from .checkpoint import load_network
-    from .model import CamGraph, cam_target_layer
+    from .ensemble import is_ensemble
 
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists; choose another --out or pass --force to replace it")
-    net, info = load_network(Path(checkpoint))
-    graph = CamGraph(net).eval()
-    spec = info.preprocessing
+    origin = ensemble_source(source) if is_ensemble(source) else checkpoint_source(source)
+    spec = origin.preprocessing
     rng = np.random.default_rng(0)
     example = torch.from_numpy(rng.standard_normal((TRACE_BATCH, 1, spec.height, spec.width), dtype=np.float32))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,30 +198,27 @@ def export_bundle(
     staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a bundle is meant to be shared
     try:
         model_path = staging / MODEL_FILE
-        log(f"exporting {net.spec.architecture} at {spec.height}x{spec.width} to ONNX (opset {OPSET})")
-        export_onnx(graph, example, model_path, log)
+        log(f"exporting {origin.description} to ONNX (opset {OPSET})")
+        export_onnx(origin.graph, example, model_path, log)
         proto = onnx.load(str(model_path))
         onnx.checker.check_model(proto, full_check=True)
         cam_shape = [d.dim_value for d in proto.graph.output[2].type.tensor_type.shape.dim]
         samples = rng.standard_normal((3, 1, spec.height, spec.width), dtype=np.float32)
-        agreement = check_against_torch(graph, model_path.read_bytes(), samples)
+        agreement = check_against_torch(origin.graph, model_path.read_bytes(), samples)
         log(f"ONNX Runtime matches torch: {agreement}")
-        layer = cam_target_layer(net)
-        layer_name = next(n for n, m in net.named_modules() if m is layer)
         manifest = Manifest(
-            name=name or info.name,
-            version=version or info.version,
+            name=name or origin.name,
+            version=version or origin.version,
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             preprocessing=spec,
             outputs=OutputSpec(
-                severity_classes=info.severity_classes, cam_height=int(cam_shape[1]), cam_width=int(cam_shape[2])
+                severity_classes=origin.severity_classes, cam_height=int(cam_shape[1]), cam_width=int(cam_shape[2])
             ),
-            members=(Member(name="model", architecture=net.spec.architecture, weight=1.0, cam_layer=layer_name),),
+            members=origin.members,
             files={MODEL_FILE: sha256_file(model_path)},
-            metrics=info.metrics,
+            metrics=origin.metrics,
             provenance={
-                **info.provenance,
-                "checkpoint_weights_sha256": info.weights_sha256,
+                **origin.provenance,
                 "exporter": f"svdh-exporter {__version__}",
                 "torch": torch.__version__,
                 "onnx": onnx.__version__,

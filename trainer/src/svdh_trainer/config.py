@@ -26,6 +26,7 @@ class ModelConfig:
     head: str = "linear"
     hidden: int = 256
     dropout: float = 0.2
+    output_stride: int = 32  # 16 or 8: dilated last stage(s), finer Grad-CAM at more compute
     init: str = ""  # starting weights: svdh checkpoint folder or timm .safetensors file (empty: random)
 
 

@@ -95,6 +95,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
         dropout=config.model.dropout,
         score_mean=float(train.scores.mean()),
         score_std=float(max(train.scores.std(), 1.0)),
+        output_stride=config.model.output_stride,
     )
     net = SvdhNet(spec)
     started_from = initialise(net, config.model.init) if config.model.init else "random initialisation"
