@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from svdh_runtime.cli_support import err, run_app
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Train svdh models.")
 
@@ -54,17 +57,58 @@ def fit(
     out: Annotated[Optional[Path], typer.Option(help="Override [output] dir.")] = None,
 ) -> None:
     """Train a model as the RECIPE describes; writes checkpoints (safetensors + JSON) and history."""
-    import dataclasses
-
     from .config import load_config
     from .fit import fit as run_fit
 
-    config = load_config(recipe)
+    run_fit(_override(load_config(recipe), epochs, out), log=err)
+
+
+@app.command()
+def cv(
+    recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/).")],
+    folds: Annotated[int, typer.Option(min=2, help="Number of folds (split by patient).")] = 5,
+    epochs: Annotated[Optional[int], typer.Option(help="Override [train] epochs.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Override [output] dir.")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95 % confidence intervals.")] = 1000,
+) -> None:
+    """k-fold cross-validation by patient: fold-<k>/ runs, oof.csv (out-of-fold predictions), cv_metrics.json."""
+    from .config import load_config
+    from .cv import cross_validate
+
+    config = _override(load_config(recipe), epochs, out)
+    metrics = cross_validate(config, folds, log=err, bootstrap=bootstrap)
+    err(
+        f"out of fold ({folds} folds): PCC {metrics['pcc']:.4f} {_ci(metrics, 'pcc')}  "
+        f"RMSE {metrics['rmse']:.2f} {_ci(metrics, 'rmse')}  severity accuracy {metrics['severity_accuracy']:.3f}; "
+        f"wrote {Path(config.output.dir) / 'oof.csv'}"
+    )
+
+
+@app.command()
+def ensemble(
+    recipe: Annotated[Path, typer.Argument(help="Ensemble recipe (TOML: [ensemble] and [[members]]).")],
+) -> None:
+    """Combine trained members by averaging or ridge stacking on out-of-fold predictions; writes ensemble.json."""
+    from .ensemble import build_ensemble
+
+    out = build_ensemble(recipe, log=err)
+    err(f"export it as one bundle with: svdh-export onnx {out} --out <bundle>")
+
+
+def _ci(metrics: dict, key: str) -> str:
+    low_high = metrics.get(f"{key}_ci")
+    return f"({low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
+
+
+def _override(config: TrainConfig, epochs: Optional[int], out: Optional[Path]) -> TrainConfig:
+    """The recipe with command-line overrides applied."""
+    import dataclasses
+
     if epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     if out is not None:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, dir=str(out)))
-    run_fit(config, log=err)
+    return config
 
 
 @app.command()

@@ -111,6 +111,17 @@ def patient_split(samples: list[Sample], val_fraction: float, seed: int) -> tupl
     return [s for s in samples if s.patient_id not in val_ids], [s for s in samples if s.patient_id in val_ids]
 
 
+def patient_folds(samples: list[Sample], folds: int, seed: int) -> list[list[Sample]]:
+    """``folds`` disjoint parts by patient (both hands of a patient stay in one part), sizes within one patient."""
+    patients = sorted({s.patient_id for s in samples})
+    if not 2 <= folds <= len(patients):
+        raise DatasetError(f"cannot make {folds} folds from {len(patients)} patients (need 2 <= folds <= patients)")
+    rng = np.random.default_rng(seed)
+    rng.shuffle(patients)
+    fold_of = {patient: index % folds for index, patient in enumerate(patients)}
+    return [[s for s in samples if fold_of[s.patient_id] == k] for k in range(folds)]
+
+
 def _prepare_one(args: tuple[Path, Preprocessing]) -> np.ndarray:
     path, spec = args
     return prepare(read_image(path).pixels, spec).canvas.astype(np.float16)

@@ -41,8 +41,9 @@ def _split(samples: list[Sample], config: TrainConfig, progress: Callable) -> Sp
     return Split(samples, canvases, scores, severity_labels(scores, config.severity_classes))
 
 
-def prepare_data(config: TrainConfig, progress: Callable) -> tuple[Split, Split]:
-    train_samples = read_phantom_dir(Path(config.data.train))
+def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] | None = None) -> tuple[Split, Split]:
+    """Training and validation images; ``samples`` replaces ``[data] train`` (cross-validation folds)."""
+    train_samples = samples if samples is not None else read_phantom_dir(Path(config.data.train))
     if config.data.val:
         val_samples = read_phantom_dir(Path(config.data.val))
     else:
@@ -69,8 +70,18 @@ def predict(net: SvdhNet, canvases: np.ndarray, batch_size: int = 32) -> tuple[n
     return np.concatenate(scores), np.concatenate(probs)
 
 
-def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Callable | None = None) -> Path:
-    """Train per ``config``; writes the best checkpoint (by validation RMSE) and returns its directory."""
+def fit(
+    config: TrainConfig,
+    *,
+    log: Callable[[str], None] = print,
+    progress: Callable | None = None,
+    samples: list[Sample] | None = None,
+) -> Path:
+    """Train per ``config``; writes the best checkpoint (by validation RMSE) and returns its directory.
+
+    ``samples`` (cross-validation) replaces the images of ``[data] train``; the
+    validation images are still split off them by patient.
+    """
     from tqdm.auto import tqdm
 
     bar = progress or (lambda it, **kw: tqdm(it, disable=None, **kw))  # no bar when not a terminal
@@ -84,7 +95,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print, progress: Ca
     out.mkdir(parents=True, exist_ok=True)
 
     log("preparing images (cached after the first run)")
-    train, val = prepare_data(config, lambda it: bar(it, desc="prepare", leave=False))
+    train, val = prepare_data(config, lambda it: bar(it, desc="prepare", leave=False), samples)
     log(f"train {len(train.samples)} images, validation {len(val.samples)} images, device {device}")
 
     spec = ModelSpec(
