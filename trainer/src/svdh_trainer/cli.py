@@ -55,12 +55,19 @@ def fit(
     recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/).")],
     epochs: Annotated[Optional[int], typer.Option(help="Override [train] epochs.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Override [output] dir.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch (output dir/last, state).")
+    ] = False,
 ) -> None:
-    """Train a model as the RECIPE describes; writes checkpoints (safetensors + JSON) and history."""
+    """Train a model as the RECIPE describes; writes checkpoints (safetensors + JSON) and history.
+
+    For several GPUs or machines, launch with torchrun, e.g.
+    ``torchrun --nproc_per_node 4 --no-python svdh-train fit RECIPE``.
+    """
     from .config import load_config
     from .fit import fit as run_fit
 
-    run_fit(_override(load_config(recipe), epochs, out), log=err)
+    run_fit(_override(load_config(recipe), epochs, out), log=err, resume=resume)
 
 
 @app.command()
@@ -142,3 +149,7 @@ def evaluate(
 def main() -> None:
     """Console entry point."""
     run_app(app, "svdh-train")
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,7 @@ def cross_validate(
         fold_config = dataclasses.replace(
             config, output=dataclasses.replace(config.output, dir=str(out / f"fold-{index}"))
         )
-        best = fit(fold_config, log=log, samples=rest)
+        best = fit(fold_config, log=log, samples=rest).best
         net, _ = load_network(best)
         pred, probs = predict(net, load_canvases(held, config.input, workers=config.data.workers or None))
         for sample, score, p in zip(held, pred, probs):

@@ -15,16 +15,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdh_exporter.checkpoint import save_checkpoint
+from svdh_exporter.checkpoint import WEIGHTS_NAME, save_checkpoint
 from svdh_exporter.model import ModelSpec, SvdhNet
+from svdh_runtime.bundle import sha256_file
 
 from . import __version__
 from .augment import augment_batch
 from .config import TrainConfig
-from .datasets import Sample, load_canvases, patient_split, read_phantom_dir
+from .datasets import DatasetError, Sample, load_canvases, patient_split, read_phantom_dir
 from .finetune import parameter_groups, set_trainable
 from .initial_weights import initialise
 from .metrics import evaluate_predictions, severity_labels
+from .training_state import TrainingState, load_training_state, save_training_state
 
 
 @dataclass
@@ -51,10 +53,6 @@ def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] 
     return _split(train_samples, config, progress), _split(val_samples, config, progress)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def predict(net: SvdhNet, canvases: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Scores and severity probabilities of prepared canvases (eval mode, no augmentation)."""
     device = next(net.parameters()).device
@@ -70,33 +68,88 @@ def predict(net: SvdhNet, canvases: np.ndarray, batch_size: int = 32) -> tuple[n
     return np.concatenate(scores), np.concatenate(probs)
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def start_distributed() -> Distributed:
+    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def _device(place: Distributed) -> torch.device:
+    return torch.device(f"cuda:{place.local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def epoch_order(count: int, seed: int, epoch: int, place: Distributed) -> np.ndarray:
+    """This rank's images for an epoch: one shuffle shared by all ranks, dealt out like DistributedSampler.
+
+    The shuffle is padded by wrapping so that every rank gets the same number of
+    images (the ranks must take the same number of steps).
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(count, generator=generator).numpy()
+    per_rank = math.ceil(count / place.world)
+    order = np.resize(order, per_rank * place.world)
+    return order[place.rank :: place.world]
+
+
 def fit(
     config: TrainConfig,
     *,
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
     samples: list[Sample] | None = None,
-) -> Path:
-    """Train per ``config``; writes the best checkpoint (by validation RMSE) and returns its directory.
+    resume: bool = False,
+) -> FitResult:
+    """Train per ``config``; writes the best checkpoint (by validation RMSE) and returns where it is.
 
     ``samples`` (cross-validation) replaces the images of ``[data] train``; the
-    validation images are still split off them by patient.
+    validation images are still split off them by patient. Under ``torchrun``
+    every process trains on its own shard of each epoch and DDP averages the
+    gradients; rank 0 validates and writes. ``resume`` continues an interrupted
+    run from ``<output>/last`` and ``<output>/state``.
     """
     from tqdm.auto import tqdm
 
-    bar = progress or (lambda it, **kw: tqdm(it, disable=None, **kw))  # no bar when not a terminal
+    place = start_distributed()
+    if not place.leader:
+        log = lambda _message: None  # noqa: E731
+    bar = progress or (lambda it, **kw: tqdm(it, disable=None if place.leader else True, **kw))
     opt = config.train
     torch.manual_seed(opt.seed)
     np.random.seed(opt.seed)
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    device = _device()
+    device = _device(place)
     out = Path(config.output.dir)
     out.mkdir(parents=True, exist_ok=True)
 
     log("preparing images (cached after the first run)")
     train, val = prepare_data(config, lambda it: bar(it, desc="prepare", leave=False), samples)
-    log(f"train {len(train.samples)} images, validation {len(val.samples)} images, device {device}")
+    log(
+        f"train {len(train.samples)} images, validation {len(val.samples)} images, device {device}"
+        + (f", {place.world} processes" if place.world > 1 else "")
+    )
 
     spec = ModelSpec(
         architecture=config.model.architecture,
@@ -109,13 +162,21 @@ def fit(
         output_stride=config.model.output_stride,
     )
     net = SvdhNet(spec)
-    started_from = initialise(net, config.model.init) if config.model.init else "random initialisation"
+    state = None
+    if resume:
+        state = load_training_state(out)
+        _load_weights(net, out / "last", state.last_weights_sha256)
+        started_from = _started_from(out / "last")
+        log(f"resuming after epoch {state.epoch} of {opt.epochs}")
+    else:
+        started_from = initialise(net, config.model.init) if config.model.init else "random initialisation"
     log(f"starting from {started_from}")
     net = net.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(
         parameter_groups(net, opt.finetune, opt.lr, opt.weight_decay, opt.layer_decay), lr=opt.lr
     )
-    steps_per_epoch = max(1, math.ceil(len(train.samples) / opt.batch_size))
+    per_rank = math.ceil(len(train.samples) / place.world)
+    steps_per_epoch = max(1, math.ceil(per_rank / opt.batch_size))
     total_steps = steps_per_epoch * opt.epochs
     warmup = max(1, int(opt.warmup_epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -124,30 +185,39 @@ def fit(
             min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         ),
     )
+    history_path = out / "history.jsonl"
+    best_rmse, first_epoch = float("inf"), 1
+    if state is not None:
+        optimiser.load_state_dict(state.optimiser)
+        schedule.load_state_dict({**state.schedule, "lr_lambdas": [None] * len(optimiser.param_groups)})
+        best_rmse, first_epoch = state.best_rmse, state.epoch + 1
+        _truncate_history(history_path, state.epoch)
+    elif place.leader:
+        history_path.write_text("", encoding="utf-8")
+    model = _wrap(net, place, opt.finetune)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    generator = torch.Generator().manual_seed(opt.seed)
-    history_path = out / "history.jsonl"
-    history_path.write_text("", encoding="utf-8")
-    best_rmse, best_metrics = float("inf"), {}
     started = time.time()
+    metrics: dict = {}
 
-    for epoch in range(1, opt.epochs + 1):
+    for epoch in range(first_epoch, opt.epochs + 1):
+        torch.manual_seed(opt.seed * 1_000_003 + epoch * 7919 + place.rank)  # dropout stream, resumable
+        augment_rng = torch.Generator().manual_seed(opt.seed * 1_000_003 + epoch * 7919 + 104_729 * (place.rank + 1))
         net.train()
         set_trainable(net, opt.finetune, epoch, opt.head_epochs)
-        order = torch.randperm(len(train.samples), generator=generator).numpy()
+        order = epoch_order(len(train.samples), opt.seed, epoch, place)
         running, seen = 0.0, 0
         batches = bar(range(steps_per_epoch), desc=f"epoch {epoch}/{opt.epochs}", leave=False)
         for step in batches:
             idx = order[step * opt.batch_size : (step + 1) * opt.batch_size]
             x = torch.from_numpy(train.canvases[idx].astype(np.float32))[:, None]
             if opt.augment:
-                x = augment_batch(x, config.input, generator)
+                x = augment_batch(x, config.input, augment_rng)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             target = torch.from_numpy((train.scores[idx] - spec.score_mean) / spec.score_std).to(device)
             labels = torch.from_numpy(train.classes[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                score, logits = net(x)
+                score, logits = model(x)
                 z = (score - spec.score_mean) / spec.score_std
                 loss = F.smooth_l1_loss(z.float(), target, beta=0.5) + opt.severity_loss_weight * F.cross_entropy(
                     logits.float(), labels
@@ -163,6 +233,10 @@ def fit(
             seen += len(idx)
             if hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{running / seen:.4f}")
+        _sync_buffers(net, place)
+        if not place.leader:
+            _barrier(place)
+            continue
         pred, probs = predict(net, val.canvases)
         metrics = evaluate_predictions(pred, val.scores, probs.argmax(1), config.severity_classes)
         record = {
@@ -178,11 +252,84 @@ def fit(
             f"MAE {metrics['mae']:.2f}  severity acc {metrics['severity_accuracy']:.3f}"
         )
         if metrics["rmse"] < best_rmse:
-            best_rmse, best_metrics = metrics["rmse"], {"validation": {**metrics, "epoch": epoch}}
-            _save(out / "best", net, config, best_metrics, started_from)
-    _save(out / "last", net, config, {"validation": {**metrics, "epoch": opt.epochs}}, started_from)
+            best_rmse = metrics["rmse"]
+            _save(out / "best", net, config, {"validation": {**metrics, "epoch": epoch}}, started_from)
+        _save(out / "last", net, config, {"validation": {**metrics, "epoch": epoch}}, started_from)
+        schedule_state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
+        weights = sha256_file(out / "last" / WEIGHTS_NAME)
+        save_training_state(out, TrainingState(epoch, best_rmse, optimiser.state_dict(), schedule_state, weights))
+        _barrier(place)
     log(f"best validation RMSE {best_rmse:.2f}; checkpoint {out / 'best'}")
-    return out / "best"
+    return FitResult(best=out / "best", net=net, images_seen=seen_images(train, place, opt.seed, first_epoch))
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best: Path  # best checkpoint folder
+    net: SvdhNet  # the network as trained (this process's copy)
+    images_seen: tuple[str, ...]  # names of the images this process trained on in its first epoch
+
+
+def seen_images(train: Split, place: Distributed, seed: int, epoch: int) -> tuple[str, ...]:
+    """The images of this process's shard in ``epoch``."""
+    order = epoch_order(len(train.samples), seed, epoch, place)
+    return tuple(train.samples[i].path.name for i in order)
+
+
+def _wrap(net: SvdhNet, place: Distributed, scheme: str) -> torch.nn.Module:
+    """DDP around the network when there are several processes (frozen backbones leave parameters unused)."""
+    if place.world == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [place.local_rank] if torch.cuda.is_available() else None
+    return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=scheme in ("head", "two_stage"))
+
+
+def _sync_buffers(net: SvdhNet, place: Distributed) -> None:
+    """Give every rank rank 0's batch-norm statistics, so all ranks hold the same model."""
+    if place.world == 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in net.buffers():
+        dist.broadcast(buffer, 0)
+
+
+def _barrier(place: Distributed) -> None:
+    if place.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _load_weights(net: SvdhNet, checkpoint: Path, expected_sha256: str) -> None:
+    from svdh_exporter.checkpoint import load_network
+    from svdh_runtime.errors import BundleError
+
+    try:
+        donor, info = load_network(checkpoint)
+    except BundleError as exc:
+        raise DatasetError(f"cannot resume: {exc}") from None
+    if info.weights_sha256 != expected_sha256:
+        raise DatasetError(
+            f"cannot resume: {checkpoint} is not the checkpoint the training state was saved with "
+            "(the run was stopped while saving); start the run again without --resume"
+        )
+    net.load_state_dict(donor.state_dict())
+
+
+def _started_from(checkpoint: Path) -> str:
+    data = json.loads((checkpoint / "checkpoint.json").read_text(encoding="utf-8"))
+    return str(data.get("provenance", {}).get("initial_weights", "random initialisation"))
+
+
+def _truncate_history(path: Path, epochs: int) -> None:
+    """Keep the history of the epochs the saved state covers (a kill may leave a later line)."""
+    if path.is_file():
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epochs]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def _save(directory: Path, net: SvdhNet, config: TrainConfig, metrics: dict, started_from: str) -> None:
