@@ -154,6 +154,21 @@ def test_cam_peak_maps_back_to_the_image() -> None:
     assert abs(x - (44 - box.left) * 200 / box.width) < 8 and abs(y - 52 * 300 / 64) < 8
 
 
+def test_cam_peak_ignores_the_letterbox_padding() -> None:
+    """A CAM that is highest on the padding beside the radiograph peaks at the image's edge, inside the image."""
+    from svdh_runtime.preprocess import cam_peak
+
+    spec = Preprocessing(64, 96)
+    image = np.random.default_rng(0).random((300, 200)).astype(np.float32)
+    box = prepare(image, spec).box
+    assert box.left > 8  # a tall image leaves padding on the left
+    cam = np.zeros((8, 12), np.float32)
+    cam[3, 0] = 5.0  # on the padding
+    cam[6, 8] = 1.0  # on the radiograph
+    x, y = cam_peak(cam, spec, box, image.shape)
+    assert 0 <= x < 200 and 0 <= y < 300
+
+
 TWINS = [
     "MR_small_RLE.dcm",
     "MR_small_bigendian.dcm",

@@ -96,11 +96,22 @@ class SvdhNet(nn.Module):
         """Output of the last convolutional stage, ``[N, C, h, w]``."""
         return self.backbone.forward_features(image)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score in points ``[N]`` and severity logits ``[N, K]``."""
-        pooled = self.dropout(self.feature_map(image).mean(dim=(2, 3)))
+    def forward(self, image: torch.Tensor, local: bool = False) -> tuple[torch.Tensor, ...]:
+        """Score in points ``[N]`` and severity logits ``[N, K]``.
+
+        With ``local`` (linear score head only), also the standardised score head
+        applied at every location of the feature map ``[N, h, w]``; its mean over
+        the locations is the standardised score (before dropout).
+        """
+        maps = self.feature_map(image)
+        pooled = self.dropout(maps.mean(dim=(2, 3)))
         score = self.score_head(pooled) * self.spec.score_std + self.spec.score_mean
-        return score, self.severity_head(pooled)
+        if not local:
+            return score, self.severity_head(pooled)
+        if not isinstance(self.score_head, LinearScoreHead):
+            raise ValueError("per-location scores need the linear score head")
+        fc = self.score_head.fc
+        return score, self.severity_head(pooled), torch.einsum("nchw,c->nhw", maps, fc.weight[0]) + fc.bias[0]
 
 
 def cam_target_layer(net: SvdhNet) -> nn.Module:

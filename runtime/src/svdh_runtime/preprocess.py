@@ -89,7 +89,12 @@ def canvas_to_image(x: float, y: float, box: ContentBox, image_shape: tuple[int,
 def cam_peak(
     cam: np.ndarray, spec: Preprocessing, box: ContentBox, image_shape: tuple[int, int]
 ) -> tuple[float, float]:
-    """Where a CAM is highest once upsampled to the canvas as the overlay shows it, in image pixels (x, y)."""
+    """Where a CAM is highest on the radiograph, in image pixels (x, y).
+
+    The CAM is upsampled to the canvas as the overlay shows it; only the part of
+    the canvas that holds the radiograph counts (not the letterbox padding).
+    """
     on_canvas = resize(cam, spec.height, spec.width, "bilinear")
-    row, col = np.unravel_index(int(np.argmax(on_canvas)), on_canvas.shape)
-    return canvas_to_image(col + 0.5, row + 0.5, box, image_shape)
+    content = on_canvas[box.top : box.top + box.height, box.left : box.left + box.width]
+    row, col = np.unravel_index(int(np.argmax(content)), content.shape)
+    return canvas_to_image(box.left + col + 0.5, box.top + row + 0.5, box, image_shape)

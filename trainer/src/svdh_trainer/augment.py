@@ -10,11 +10,15 @@ import torch.nn.functional as F
 from svdh_runtime.manifest import Preprocessing
 
 
-def augment_batch(batch: torch.Tensor, spec: Preprocessing, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    batch: torch.Tensor, spec: Preprocessing, generator: torch.Generator, companion: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Random flip, rotation, scale and shift; gamma and contrast; Gaussian noise.
 
     ``batch`` is ``[N, 1, H, W]`` in standardised units; the result is too.
     A horizontal flip swaps the hands, which leaves the total score unchanged.
+    A ``companion`` map ``[N, C, H, W]`` (e.g. a damage density) gets the same
+    geometric transform and is returned too.
     """
     n = batch.shape[0]
 
@@ -35,9 +39,12 @@ def augment_batch(batch: torch.Tensor, spec: Preprocessing, generator: torch.Gen
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
     pad = (spec.pad_value - spec.mean) / spec.std
     moved = F.grid_sample(batch - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
+    if companion is not None:
+        companion = F.grid_sample(companion, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     unit = (moved * spec.std + spec.mean).clamp(0.0, 1.0)
     gamma = uniform(0.8, 1.25).view(n, 1, 1, 1)
     contrast = uniform(0.9, 1.1).view(n, 1, 1, 1)
     unit = (unit.pow(gamma) * contrast).clamp(0.0, 1.0)
     noise = torch.randn(batch.shape, generator=generator) * uniform(0.0, 0.02).view(n, 1, 1, 1)
-    return ((unit + noise) - spec.mean) / spec.std
+    augmented = ((unit + noise) - spec.mean) / spec.std
+    return augmented if companion is None else (augmented, companion)

@@ -44,6 +44,7 @@ class OptimConfig:
     finetune: str = "full"  # full, head, two_stage or llrd (see svdh_trainer.finetune)
     head_epochs: int = 1  # two_stage: epochs that train the heads only
     layer_decay: float = 0.75  # llrd: learning-rate factor per layer toward the input
+    damage_map_weight: float = 0.0  # > 0: also fit the per-location score to a damage density (needs joints.json)
 
     def __post_init__(self) -> None:
         from .finetune import SCHEMES
@@ -52,6 +53,8 @@ class OptimConfig:
             raise ValueError(f"finetune must be one of {', '.join(SCHEMES)}, found {self.finetune!r}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError("layer_decay must be in (0, 1]")
+        if self.damage_map_weight < 0:
+            raise ValueError("damage_map_weight must be >= 0")
 
 
 @dataclass(frozen=True)

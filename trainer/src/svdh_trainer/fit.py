@@ -22,6 +22,7 @@ from svdh_runtime.bundle import sha256_file
 from . import __version__
 from .augment import augment_batch
 from .config import TrainConfig
+from .damage_map import damage_points, local_target, render_damage
 from .datasets import DatasetError, Sample, load_canvases, patient_split, read_phantom_dir
 from .finetune import parameter_groups, set_trainable
 from .initial_weights import initialise
@@ -35,12 +36,14 @@ class Split:
     canvases: np.ndarray  # [N, H, W] float16
     scores: np.ndarray  # [N] float32
     classes: np.ndarray  # [N] int64
+    damage: list[np.ndarray] | None = None  # damaged joints on the canvas per image (damage-map training)
 
 
 def _split(samples: list[Sample], config: TrainConfig, progress: Callable) -> Split:
     canvases = load_canvases(samples, config.input, workers=config.data.workers or None, progress=progress)
     scores = np.array([s.score for s in samples], np.float32)
-    return Split(samples, canvases, scores, severity_labels(scores, config.severity_classes))
+    damage = damage_points(samples, config.input) if config.train.damage_map_weight > 0 else None
+    return Split(samples, canvases, scores, severity_labels(scores, config.severity_classes), damage)
 
 
 def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] | None = None) -> tuple[Split, Split]:
@@ -211,17 +214,26 @@ def fit(
         for step in batches:
             idx = order[step * opt.batch_size : (step + 1) * opt.batch_size]
             x = torch.from_numpy(train.canvases[idx].astype(np.float32))[:, None]
-            if opt.augment:
+            density = render_damage([train.damage[i] for i in idx], config.input) if train.damage else None
+            if opt.augment and density is not None:
+                x, density = augment_batch(x, config.input, augment_rng, density)
+            elif opt.augment:
                 x = augment_batch(x, config.input, augment_rng)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             target = torch.from_numpy((train.scores[idx] - spec.score_mean) / spec.score_std).to(device)
             labels = torch.from_numpy(train.classes[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                score, logits = model(x)
+                score, logits, *local = model(x, local=density is not None)
                 z = (score - spec.score_mean) / spec.score_std
                 loss = F.smooth_l1_loss(z.float(), target, beta=0.5) + opt.severity_loss_weight * F.cross_entropy(
                     logits.float(), labels
                 )
+                if density is not None:
+                    totals = torch.from_numpy(train.scores[idx])
+                    local_z = local_target(density, totals, tuple(local[0].shape[1:]), spec.score_mean, spec.score_std)
+                    loss = loss + opt.damage_map_weight * F.smooth_l1_loss(
+                        local[0].float(), local_z.to(device), beta=0.5
+                    )
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)
