@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,10 +15,17 @@ from .datasets import DatasetError
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str  # phantom folder (labels.csv + images/)
-    val: str = ""  # separate validation folder; empty: split train by patient
+    train: str  # dataset folder or CSV (see svdh_trainer.datasets.read_dataset)
+    val: str = ""  # separate validation dataset; empty: split train by patient
     val_fraction: float = 0.15
     workers: int = 0  # preprocessing processes (0: all cores)
+    format: str = "auto"  # auto, ra2, manifest or bone_age
+
+    def __post_init__(self) -> None:
+        from .datasets import DATASET_FORMATS
+
+        if self.format not in DATASET_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(DATASET_FORMATS)}, found {self.format!r}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Trai
     data_cfg = _section(DataConfig, data["data"], "data")
     if base_dir is not None:
         resolve = lambda p: str((base_dir / p).resolve()) if p and not Path(p).is_absolute() else p  # noqa: E731
-        data_cfg = DataConfig(resolve(data_cfg.train), resolve(data_cfg.val), data_cfg.val_fraction, data_cfg.workers)
+        data_cfg = dataclasses.replace(data_cfg, train=resolve(data_cfg.train), val=resolve(data_cfg.val))
     classes = DEFAULT_SEVERITY_CLASSES
     if "severity_classes" in data:
         classes = tuple(_section(SeverityClass, c, "severity_classes") for c in data["severity_classes"])

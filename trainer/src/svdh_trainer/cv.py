@@ -13,7 +13,7 @@ import numpy as np
 from svdh_runtime.files import atomic_write_text
 
 from .config import TrainConfig
-from .datasets import load_canvases, patient_folds, read_phantom_dir
+from .datasets import load_canvases, patient_folds, read_dataset
 from .metrics import evaluate_predictions
 
 OOF_FILE = "oof.csv"
@@ -39,7 +39,8 @@ def cross_validate(
     from .report import write_report
 
     root = Path(config.data.train)
-    samples = read_phantom_dir(root)
+    samples = read_dataset(root, config.data.format)
+    root = root if root.is_dir() else root.parent
     parts = patient_folds(samples, folds, config.train.seed)
     out = Path(config.output.dir)
     out.mkdir(parents=True, exist_ok=True)

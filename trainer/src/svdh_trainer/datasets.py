@@ -1,4 +1,4 @@
-"""Datasets: read phantom (RA2-DREAM column layout) folders and prepare their pixels.
+"""Datasets: RA2-DREAM-layout folders (phantoms too), plain CSV manifests, RSNA bone age; prepared pixels.
 
 Pixels go through the runtime's own reader and :func:`svdh_runtime.preprocess.prepare`,
 so training sees exactly what serving sees. Prepared canvases are cached on disk
@@ -98,6 +98,139 @@ def read_phantom_dir(root: Path) -> list[Sample]:
             samples += [Sample(path, pid, float(totals[hand])) for hand, path in singles.items() if path is not None]
     if not samples:
         raise DatasetError(f"{labels}: no rows")
+    return samples
+
+
+DATASET_FORMATS = ("auto", "ra2", "manifest", "bone_age")
+BONE_AGE_COLUMNS = ("id", "boneage", "male")
+
+
+def read_dataset(location: Path, format: str = "auto") -> list[Sample]:
+    """Samples of any supported layout.
+
+    - ``ra2``: a folder with ``labels.csv`` in RA2-DREAM columns and ``images/`` (phantoms,
+      RA2-DREAM, DICOM folders laid out that way); target: the hands-and-wrists SvdH total.
+    - ``manifest``: a CSV file with ``path,score`` (and optionally ``patient_id``); paths
+      relative to the CSV; any image the runtime reads (DICOM, PNG, JPEG).
+    - ``bone_age``: the RSNA bone-age layout, a CSV with ``id,boneage,male`` and
+      ``<id>.png`` beside it, in ``<csv stem>/`` or in ``images/``; target: bone age in months
+      (for pretraining).
+    - ``auto``: decided from the path and the CSV header.
+    """
+    location = Path(location)
+    if format not in DATASET_FORMATS:
+        raise DatasetError(f"unknown dataset format {format!r} (choose from {', '.join(DATASET_FORMATS)})")
+    if format == "auto":
+        format = _detect_format(location)
+    if format == "ra2":
+        return read_phantom_dir(location)
+    if format == "manifest":
+        return read_manifest_csv(location)
+    return read_bone_age(location)
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [c.strip() for c in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: unreadable CSV ({exc})") from None
+
+
+def _detect_format(location: Path) -> str:
+    if location.is_dir():
+        if (location / "labels.csv").is_file():
+            return "ra2"
+        for candidate in sorted(location.glob("*.csv")):
+            if set(BONE_AGE_COLUMNS) <= set(_csv_header(candidate)):
+                return "bone_age"
+        raise DatasetError(f"{location}: no labels.csv (RA2-DREAM layout) and no bone-age CSV (id,boneage,male)")
+    if not location.is_file():
+        raise DatasetError(f"{location}: no such dataset file or folder")
+    header = set(_csv_header(location))
+    if set(BONE_AGE_COLUMNS) <= header:
+        return "bone_age"
+    if {"path", "score"} <= header:
+        return "manifest"
+    raise DatasetError(f"{location}: CSV has neither path,score (manifest) nor id,boneage,male (bone age) columns")
+
+
+def _number(row: dict[str, str], column: str, where: str) -> float:
+    value = (row.get(column) or "").strip()
+    try:
+        number = float(value)
+    except ValueError:
+        raise DatasetError(f"{where}: column {column} is not a number ({value!r})") from None
+    if not np.isfinite(number):
+        raise DatasetError(f"{where}: column {column} is not a finite number ({value!r})")
+    return number
+
+
+def _patient_of(path: Path) -> str:
+    """Patient of an image named ``<patient>[-LH|-RH].<ext>``."""
+    stem = path.stem
+    for hand in HANDS:
+        stem = stem.removesuffix(f"-{hand}")
+    return stem
+
+
+def read_manifest_csv(path: Path) -> list[Sample]:
+    """A plain CSV ``path,score[,patient_id]`` (extra columns, such as per-joint grades, are ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such manifest file")
+    samples = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "score"} - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(sorted(missing))} (need path,score)")
+        for line, row in enumerate(reader, start=2):
+            where = f"{path}:{line}"
+            image = path.parent / (row.get("path") or "").strip()
+            if not (row.get("path") or "").strip() or not image.is_file():
+                raise DatasetError(f"{where}: image {row.get('path')!r} not found")
+            score = _number(row, "score", where)
+            if not 0 <= score <= 280:
+                raise DatasetError(f"{where}: score {score:g} is outside 0-280")
+            patient = (row.get("patient_id") or "").strip() or _patient_of(image)
+            samples.append(Sample(image, patient, score))
+    if not samples:
+        raise DatasetError(f"{path}: no rows")
+    return samples
+
+
+def read_bone_age(location: Path) -> list[Sample]:
+    """The RSNA pediatric bone-age layout: ``id,boneage,male`` and ``<id>.png`` images; target in months."""
+    location = Path(location)
+    if location.is_dir():
+        found = [c for c in sorted(location.glob("*.csv")) if set(BONE_AGE_COLUMNS) <= set(_csv_header(c))]
+        if not found:
+            raise DatasetError(f"{location}: no CSV with columns id,boneage,male")
+        location = found[0]
+    folders = [location.parent / location.stem, location.parent / "images", location.parent]
+    samples = []
+    with location.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = set(BONE_AGE_COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{location}: missing column(s) {', '.join(sorted(missing))} (need id,boneage,male)")
+        for line, row in enumerate(reader, start=2):
+            where = f"{location}:{line}"
+            image_id = (row.get("id") or "").strip()
+            if not image_id:
+                raise DatasetError(f"{where}: empty id")
+            months = _number(row, "boneage", where)
+            if not 0 <= months <= 240:
+                raise DatasetError(f"{where}: boneage {months:g} months is outside 0-240")
+            if (row.get("male") or "").strip().lower() not in ("true", "false", "1", "0"):
+                raise DatasetError(f"{where}: male must be True or False, found {row.get('male')!r}")
+            image = next((f / f"{image_id}.png" for f in folders if (f / f"{image_id}.png").is_file()), None)
+            if image is None:
+                raise DatasetError(f"{where}: no {image_id}.png in {', '.join(str(f) for f in folders)}")
+            samples.append(Sample(image, image_id, months))
+    if not samples:
+        raise DatasetError(f"{location}: no rows")
     return samples
 
 

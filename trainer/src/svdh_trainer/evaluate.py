@@ -15,7 +15,7 @@ from svdh_runtime.manifest import MANIFEST_NAME, Preprocessing
 from svdh_runtime.preprocess import cam_peak
 from svdh_runtime.scoring import Scorer, ScoreResult
 
-from .datasets import read_phantom_dir
+from .datasets import read_dataset
 from .metrics import evaluate_predictions
 
 
@@ -33,8 +33,8 @@ def evaluate_bundle(
     bundle = load_bundle(bundle_dir)
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
     data = Path(data)
-    samples = read_phantom_dir(data)
-    joints = _joint_sites(data)
+    samples = read_dataset(data)
+    joints = _joint_sites(data) if data.is_dir() else {}
     preds, truths, classes, hits, failures = [], [], [], [], 0
     for sample in progress(samples):
         result = scorer.score_file(sample.path)

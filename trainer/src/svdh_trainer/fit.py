@@ -23,7 +23,7 @@ from . import __version__
 from .augment import augment_batch
 from .config import TrainConfig
 from .damage_map import damage_points, local_target, render_damage
-from .datasets import DatasetError, Sample, load_canvases, patient_split, read_phantom_dir
+from .datasets import DatasetError, Sample, load_canvases, patient_split, read_dataset
 from .finetune import parameter_groups, set_trainable
 from .initial_weights import initialise
 from .metrics import evaluate_predictions, severity_labels
@@ -48,9 +48,9 @@ def _split(samples: list[Sample], config: TrainConfig, progress: Callable) -> Sp
 
 def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] | None = None) -> tuple[Split, Split]:
     """Training and validation images; ``samples`` replaces ``[data] train`` (cross-validation folds)."""
-    train_samples = samples if samples is not None else read_phantom_dir(Path(config.data.train))
+    train_samples = samples if samples is not None else read_dataset(Path(config.data.train), config.data.format)
     if config.data.val:
-        val_samples = read_phantom_dir(Path(config.data.val))
+        val_samples = read_dataset(Path(config.data.val), config.data.format)
     else:
         train_samples, val_samples = patient_split(train_samples, config.data.val_fraction, config.train.seed)
     return _split(train_samples, config, progress), _split(val_samples, config, progress)
