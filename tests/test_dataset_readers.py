@@ -117,7 +117,7 @@ def test_bone_age_pretraining_then_fine_tuning(phantoms: Path, tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-2000:]
     finetune = tmp_path / "finetune.toml"
     text = TINY_RECIPE.format(train=phantoms, out=tmp_path / "ft").replace("epochs = 2", "epochs = 1")
-    finetune.write_text(text.replace('hidden = 32', f'hidden = 32\ninit = "{tmp_path / "pre" / "best"}"'))
+    finetune.write_text(text.replace("hidden = 32", f'hidden = 32\ninit = "{tmp_path / "pre" / "best"}"'))
     done = run_cli("svdh-train", "fit", str(finetune))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "starting from svdh checkpoint tiny-test-model" in done.stderr
