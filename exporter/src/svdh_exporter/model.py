@@ -163,7 +163,7 @@ def resampling_matrix(size_in: int, size_out: int, method: str = "bilinear") -> 
     from svdh_runtime.preprocess import resize
 
     identity = np.eye(size_in, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(resize(identity, size_out, size_in, method)))
+    return torch.from_numpy(np.array(resize(identity, size_out, size_in, method), dtype=np.float32))
 
 
 class EnsembleCamGraph(nn.Module):
