@@ -143,3 +143,38 @@ def test_out_of_fold_files_must_cover_the_same_images(tmp_path: Path) -> None:
         align_oof([a, b])
     with pytest.raises(DatasetError, match="no such out-of-fold file"):
         align_oof([tmp_path / "missing.csv", a])
+
+
+def test_cv_then_ridge_stacking_then_one_bundle(phantoms: Path, tmp_path: Path) -> None:
+    """The researcher's path: cross-validate two architectures, stack them, export, score."""
+    members = {"resnet": ("resnet18", 96, 112), "mobilenet": ("mobilenetv2_050", 72, 84)}  # same aspect ratio
+    lines = ["[ensemble]", 'combiner = "ridge"', f'out = "{tmp_path / "stacked"}"']
+    for name, (architecture, height, width) in members.items():
+        text = TINY_RECIPE.format(train=phantoms, out=tmp_path / name).replace("epochs = 2", "epochs = 1")
+        text = text.replace('"resnet18"', f'"{architecture}"').replace("height = 96", f"height = {height}")
+        recipe = tmp_path / f"{name}.toml"
+        recipe.write_text(text.replace("width = 112", f"width = {width}"), encoding="utf-8")
+        for command in (
+            ("cv", str(recipe), "--folds", "2", "--bootstrap", "0", "--out", str(tmp_path / f"{name}-cv")),
+            ("fit", str(recipe)),
+        ):
+            done = run_cli("svdh-train", *command)
+            assert done.returncode == 0, done.stderr[-2000:]
+        lines += [
+            "[[members]]",
+            f'checkpoint = "{tmp_path / name / "best"}"',
+            f'oof = "{tmp_path / f"{name}-cv" / "oof.csv"}"',
+        ]
+    (tmp_path / "ensemble.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = run_cli("svdh-train", "ensemble", str(tmp_path / "ensemble.toml"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli("svdh-export", "onnx", str(tmp_path / "stacked"), "--out", str(tmp_path / "bundle"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert [m["architecture"] for m in manifest["members"]] == ["resnet18", "mobilenetv2_050"]
+    assert manifest["provenance"]["ensemble"]["combiner"] == "ridge"
+    assert "out_of_fold" in manifest["metrics"]
+    image = sorted((phantoms / "images").glob("*.dcm"))[0]
+    done = run_cli("svdh-run", str(image), "--model", str(tmp_path / "bundle"), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["status"] == "ok"
