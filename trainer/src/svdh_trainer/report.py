@@ -75,6 +75,11 @@ def write_report(
             continue
         ci = metrics.get(f"{key}_ci")
         lines.append(f"| {key} | {value} | {f'{ci[0]} – {ci[1]}' if ci else ''} |")
+    game = metrics.get("cam_pointing_game")
+    if game:
+        lines.append(
+            f"| heatmap pointing game (peak on a damaged joint) | {game['hit_rate']} ({game['images']} images) | |"
+        )
     lines += [
         "",
         "![predicted vs true](scatter.png)",
