@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from svdh_runtime.bundle import default_bundle_path, load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,10 +18,18 @@ SAMPLE = REPO / "samples" / "sample.dcm"
 def test_default_bundle_verifies_and_records_its_metrics() -> None:
     bundle = load_bundle()
     metrics = bundle.manifest.metrics
-    for key in ("validation", "held_out"):
-        assert {"pcc", "rmse", "mae", "severity_accuracy", "n"} <= set(metrics[key]), key
-    assert metrics["held_out"]["failures"] == 0
-    assert "phantom" in json.dumps(bundle.manifest.provenance["data"])
+    for key in ("held_out", "held_out_shifted_acquisition"):
+        assert {"pcc", "rmse", "mae", "severity_accuracy", "n", "pcc_ci", "rmse_ci"} <= set(metrics[key]), key
+        assert metrics[key]["failures"] == 0
+        assert metrics[key]["cam_pointing_game"]["images"] > 0
+    assert "phantom" in json.dumps(bundle.manifest.provenance)
+
+
+def test_default_bundle_is_an_ensemble_of_two_architectures() -> None:
+    bundle = load_bundle()
+    architectures = {m.architecture for m in bundle.manifest.members}
+    assert len(bundle.manifest.members) >= 2 and len(architectures) >= 2
+    assert sum(m.weight for m in bundle.manifest.members) == pytest.approx(1.0)
 
 
 def test_default_bundle_is_small() -> None:

@@ -120,7 +120,9 @@ def _override(config: TrainConfig, epochs: Optional[int], out: Optional[Path]) -
 
 @app.command()
 def evaluate(
-    data: Annotated[Path, typer.Argument(help="Labelled folder (labels.csv + images/).")],
+    data: Annotated[
+        Path, typer.Argument(help="Labelled dataset: RA2-DREAM-layout folder or CSV manifest (see README, Datasets).")
+    ],
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle (default: the shipped one).")] = None,
     record: Annotated[
         Optional[str], typer.Option(help="Also store the metrics in the bundle manifest under this key.")
