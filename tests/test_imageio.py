@@ -169,6 +169,19 @@ def test_cam_peak_ignores_the_letterbox_padding() -> None:
     assert 0 <= x < 200 and 0 <= y < 300
 
 
+def test_cam_peak_is_refined_between_cells() -> None:
+    """Two equal neighbouring cells: the peak lies on their shared border, not on either centre."""
+    from svdh_runtime.preprocess import ContentBox, cam_peak
+
+    spec = Preprocessing(64, 96)
+    box = ContentBox(top=0, left=0, height=64, width=96)  # the image fills the canvas, 1 canvas px = 1 image px
+    cam = np.zeros((8, 12), np.float32)
+    cam[4, 5] = cam[4, 6] = 1.0  # cell centres x = 44 and 52, y = 36
+    cam[3, 5] = cam[3, 6] = cam[5, 5] = cam[5, 6] = 0.5
+    x, y = cam_peak(cam, spec, box, (64, 96))
+    assert x == pytest.approx(48.0, abs=0.6) and y == pytest.approx(36.0, abs=0.6)
+
+
 TWINS = [
     "MR_small_RLE.dcm",
     "MR_small_bigendian.dcm",

@@ -91,10 +91,34 @@ def cam_peak(
 ) -> tuple[float, float]:
     """Where a CAM is highest on the radiograph, in image pixels (x, y).
 
-    The CAM is upsampled to the canvas as the overlay shows it; only the part of
-    the canvas that holds the radiograph counts (not the letterbox padding).
+    Only cells whose centre lies on the radiograph count (not the letterbox
+    padding). The peak cell is refined to sub-cell precision by a parabola
+    through it and its neighbours along each axis (the usual sub-pixel peak
+    estimate), so a coarse CAM grid does not snap the peak to cell centres.
     """
-    on_canvas = resize(cam, spec.height, spec.width, "bilinear")
-    content = on_canvas[box.top : box.top + box.height, box.left : box.left + box.width]
-    row, col = np.unravel_index(int(np.argmax(content)), content.shape)
-    return canvas_to_image(box.left + col + 0.5, box.top + row + 0.5, box, image_shape)
+    rows, columns = cam.shape
+    cell_h, cell_w = spec.height / rows, spec.width / columns
+    centre_y = (np.arange(rows) + 0.5) * cell_h
+    centre_x = (np.arange(columns) + 0.5) * cell_w
+    inside_y = (centre_y >= box.top) & (centre_y < box.top + box.height)
+    inside_x = (centre_x >= box.left) & (centre_x < box.left + box.width)
+    masked = np.where(inside_y[:, None] & inside_x[None, :], cam, -np.inf)
+    if not np.isfinite(masked).any():  # content smaller than one cell
+        masked = cam
+    row, col = np.unravel_index(int(np.argmax(masked)), cam.shape)
+    y = (row + 0.5 + _parabolic_offset(masked[max(row - 1, 0) : row + 2, col], row > 0)) * cell_h
+    x = (col + 0.5 + _parabolic_offset(masked[row, max(col - 1, 0) : col + 2], col > 0)) * cell_w
+    x = float(np.clip(x, box.left, box.left + box.width - 1e-3))
+    y = float(np.clip(y, box.top, box.top + box.height - 1e-3))
+    return canvas_to_image(x, y, box, image_shape)
+
+
+def _parabolic_offset(values: np.ndarray, has_before: bool) -> float:
+    """Offset in (-0.5, 0.5) of a parabola's vertex through three samples around a maximum (0 at an edge)."""
+    if len(values) != 3 or not has_before or not np.all(np.isfinite(values)):
+        return 0.0
+    before, peak, after = (float(v) for v in values)
+    curvature = before - 2.0 * peak + after
+    if curvature >= 0.0:
+        return 0.0
+    return float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
