@@ -33,8 +33,9 @@ def test_default_bundle_is_an_ensemble_of_two_architectures() -> None:
 
 
 def test_default_bundle_is_small() -> None:
+    """Two members (MobileNetV2-0.5 and ResNet-10-T, FP32) stay well below the onnxruntime wheel itself."""
     size = sum(p.stat().st_size for p in default_bundle_path().iterdir())
-    assert size <= 20 * 1024 * 1024
+    assert size <= 32 * 1024 * 1024
 
 
 def test_readme_main_command_scores_the_sample(tmp_path: Path) -> None:
