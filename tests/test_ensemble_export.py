@@ -108,6 +108,7 @@ def test_runtime_matches_the_torch_ensemble(ensemble: dict) -> None:
     assert [m.architecture for m in bundle.manifest.members] == ["resnet18", "mobilenetv2_050"]
     assert [m.weight for m in bundle.manifest.members] == WEIGHTS
     assert bundle.manifest.provenance["ensemble"]["bias"] == BIAS
+    assert "combined score" in bundle.manifest.outputs.cam_method
     assert (bundle.manifest.outputs.cam_height, bundle.manifest.outputs.cam_width) == (8, 10)  # resnet18 at stride 16
 
 

@@ -90,6 +90,13 @@ class ExportSource:
     members: tuple[Member, ...]
     metrics: Mapping[str, Any]
     provenance: Mapping[str, Any]
+    cam_method: str = OutputSpec.cam_method
+
+
+ENSEMBLE_CAM_METHOD = (
+    "grad-cam of the combined score (per member: ReLU of the feature maps weighted by the gradient through "
+    "the combiner; resampled to the finest member grid and summed; not normalised)"
+)
 
 
 def _layer_name(net: Any) -> str:
@@ -144,6 +151,7 @@ def ensemble_source(directory: Path) -> ExportSource:
         severity_classes=infos[0].severity_classes,
         members=members,
         metrics=spec.metrics,
+        cam_method=ENSEMBLE_CAM_METHOD,
         provenance={
             **spec.provenance,
             "ensemble": {
@@ -212,7 +220,10 @@ def export_bundle(
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             preprocessing=spec,
             outputs=OutputSpec(
-                severity_classes=origin.severity_classes, cam_height=int(cam_shape[1]), cam_width=int(cam_shape[2])
+                severity_classes=origin.severity_classes,
+                cam_height=int(cam_shape[1]),
+                cam_width=int(cam_shape[2]),
+                cam_method=origin.cam_method,
             ),
             members=origin.members,
             files={MODEL_FILE: sha256_file(model_path)},
