@@ -116,12 +116,16 @@ def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Trai
     )
 
 
-def load_config(path: Path) -> TrainConfig:
-    """Read a TOML recipe; data paths are relative to the current directory."""
+def read_recipe_toml(path: Path) -> dict[str, Any]:
+    """The raw tables of a TOML recipe file (fit or ensemble); one-line errors."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such recipe file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable TOML recipe ({exc})") from None
-    return config_from_dict(raw)
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a TOML recipe; data paths are relative to the current directory."""
+    return config_from_dict(read_recipe_toml(path))

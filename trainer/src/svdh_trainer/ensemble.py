@@ -19,7 +19,6 @@ An ensemble recipe (TOML)::
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from svdh_exporter.ensemble import EnsembleSpec, MemberRef, check_members, write
 from svdh_runtime.errors import BundleError
 from svdh_runtime.manifest import dataclass_from_mapping
 
+from .config import read_recipe_toml
 from .datasets import DatasetError
 from .metrics import evaluate_predictions, severity_labels
 from .stacking import align_oof, fit_ridge
@@ -53,12 +53,7 @@ class MemberRecipe:
 
 def load_ensemble_recipe(path: Path) -> tuple[EnsembleRecipe, list[MemberRecipe]]:
     """Read an ensemble recipe; clear errors for unknown keys and missing members."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable TOML recipe ({exc})") from None
+    raw = read_recipe_toml(path)
     unknown = sorted(set(raw) - {"ensemble", "members"})
     if unknown:
         raise DatasetError(f"{path}: unknown section(s): {', '.join(unknown)}")

@@ -168,8 +168,7 @@ def fit(
     state = None
     if resume:
         state = load_training_state(out)
-        _load_weights(net, out / "last", state.last_weights_sha256)
-        started_from = _started_from(out / "last")
+        started_from = _load_weights(net, out / "last", state.last_weights_sha256)
         log(f"resuming after epoch {state.epoch} of {opt.epochs}")
     else:
         started_from = initialise(net, config.model.init) if config.model.init else "random initialisation"
@@ -315,7 +314,8 @@ def _barrier(place: Distributed) -> None:
         dist.barrier()
 
 
-def _load_weights(net: SvdhNet, checkpoint: Path, expected_sha256: str) -> None:
+def _load_weights(net: SvdhNet, checkpoint: Path, expected_sha256: str) -> str:
+    """Load the weights a resumed run stopped with; returns where that run started from."""
     from svdh_exporter.checkpoint import load_network
     from svdh_runtime.errors import BundleError
 
@@ -329,11 +329,7 @@ def _load_weights(net: SvdhNet, checkpoint: Path, expected_sha256: str) -> None:
             "(the run was stopped while saving); start the run again without --resume"
         )
     net.load_state_dict(donor.state_dict())
-
-
-def _started_from(checkpoint: Path) -> str:
-    data = json.loads((checkpoint / "checkpoint.json").read_text(encoding="utf-8"))
-    return str(data.get("provenance", {}).get("initial_weights", "random initialisation"))
+    return str(info.provenance.get("initial_weights", "random initialisation"))
 
 
 def _truncate_history(path: Path, epochs: int) -> None:
