@@ -49,6 +49,53 @@ def fp16_command(
     err(f"wrote {bundle / 'model.fp16.onnx'}: {check}")
 
 
+@app.command("build-engine")
+def build_engine_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (engines are written to BUNDLE/engines/).")],
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch the engine accepts.")] = 8,
+    opt_batch: Annotated[int, typer.Option("--opt-batch", min=1, help="Batch size TensorRT tunes for.")] = 1,
+    workspace_mib: Annotated[int, typer.Option("--workspace-mib", min=64, help="Builder workspace limit.")] = 2048,
+    version_compatible: Annotated[
+        bool, typer.Option("--version-compatible", help="An engine that later TensorRT and tensorrt-lean can run.")
+    ] = False,
+    timing_cache: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Timing cache file, reused across builds (default: ~/.cache/svdh/tensorrt/GPU.timing-cache)."
+        ),
+    ] = None,
+    calibration: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--calibration",
+            "-c",
+            help="Radiographs to validate the engine on (default: phantoms shipped with svdh-exporter).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an engine already built for this GPU and TensorRT.")
+    ] = False,
+) -> None:
+    """Build a TensorRT FP16 engine for this GPU from BUNDLE, validate it against ONNX Runtime, and keep it.
+
+    Needs an NVIDIA GPU and TensorRT 10.12 or later (with its builder); does not need torch."""
+    from .engine_build import EngineBuildOptions, build_engine
+
+    if opt_batch > max_batch:
+        raise typer.BadParameter("must not exceed --max-batch", param_hint="--opt-batch")
+    options = EngineBuildOptions(
+        max_batch=max_batch,
+        opt_batch=opt_batch,
+        workspace_mib=workspace_mib,
+        version_compatible=version_compatible,
+        timing_cache=timing_cache,
+        calibration=tuple(calibration or ()),
+        force=force,
+    )
+    sidecar = build_engine(bundle, options, log=err)
+    err(f"wrote {bundle / 'engines' / sidecar.plan} (validation: {sidecar.validation})")
+
+
 @app.command("triton")
 def triton_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdh_runtime.backends import Backend
 from svdh_runtime.bundle import load_bundle, sha256_file
 from svdh_runtime.errors import BundleError, MissingDependencyError, SvdhError
 from svdh_runtime.files import atomic_write_bytes
@@ -75,11 +76,8 @@ def calibration_batch(files: Iterable[Path], bundle_dir: Path | None) -> np.ndar
     return np.stack(canvases)[:, None]
 
 
-def compare(fp32_bytes: bytes, fp16_bytes: bytes, batch: np.ndarray) -> dict[str, float]:
-    """Largest score and probability differences and the lowest CAM correlation over the batch."""
-    from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
-
-    reference, candidate = OnnxRuntimeBackend(fp32_bytes), OnnxRuntimeBackend(fp16_bytes)
+def compare_backends(reference: Backend, candidate: Backend, batch: np.ndarray) -> dict[str, float]:
+    """Largest score and probability differences and the lowest CAM correlation of two backends over ``batch``."""
     correlations, score_diff, probs_diff = [], 0.0, 0.0
     for start in range(0, len(batch), 8):
         want, got = reference.infer(batch[start : start + 8]), candidate.infer(batch[start : start + 8])
@@ -96,6 +94,22 @@ def compare(fp32_bytes: bytes, fp16_bytes: bytes, batch: np.ndarray) -> dict[str
     }
 
 
+def compare(fp32_bytes: bytes, fp16_bytes: bytes, batch: np.ndarray) -> dict[str, float]:
+    """:func:`compare_backends` of two ONNX models under ONNX Runtime."""
+    from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    return compare_backends(OnnxRuntimeBackend(fp32_bytes), OnnxRuntimeBackend(fp16_bytes), batch)
+
+
+def within_tolerance(check: dict[str, float]) -> bool:
+    """Score within 0.5 points, probabilities within 0.01, CAM correlation at least 0.99."""
+    return (
+        check["max_score_diff"] <= MAX_SCORE_DIFF
+        and check["max_probs_diff"] <= MAX_PROBS_DIFF
+        and check["min_cam_correlation"] >= MIN_CAM_CORRELATION
+    )
+
+
 def write_fp16(bundle_dir: Path, calibration: list[Path]) -> dict[str, float]:
     """Add ``model.fp16.onnx`` to a bundle after checking it against the FP32 model; returns the check."""
     import onnx
@@ -104,11 +118,7 @@ def write_fp16(bundle_dir: Path, calibration: list[Path]) -> dict[str, float]:
     converted = to_mixed_precision(onnx.ModelProto.FromString(bundle.model_bytes))
     fp16_bytes = converted.SerializeToString()
     check = compare(bundle.model_bytes, fp16_bytes, calibration_batch(calibration, bundle_dir))
-    if (
-        check["max_score_diff"] > MAX_SCORE_DIFF
-        or check["max_probs_diff"] > MAX_PROBS_DIFF
-        or check["min_cam_correlation"] < MIN_CAM_CORRELATION
-    ):
+    if not within_tolerance(check):
         raise PrecisionError(f"FP16 model is outside tolerance ({check}); not written")
     target = Path(bundle_dir) / FP16_FILE
     atomic_write_bytes(target, fp16_bytes)

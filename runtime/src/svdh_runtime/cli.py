@@ -61,7 +61,21 @@ def run(
             help="With --out: also write a DICOM SR (TID 1500) and a Secondary Capture overlay per DICOM input.",
         ),
     ] = False,
-    backend: Annotated[BackendChoice, typer.Option(help="Inference backend.")] = BackendChoice.auto,
+    backend: Annotated[
+        BackendChoice,
+        typer.Option(
+            help="auto: a TensorRT engine built for this GPU if the bundle has one, else ONNX Runtime "
+            "(CUDA when onnxruntime-gpu is installed, else CPU)."
+        ),
+    ] = BackendChoice.auto,
+    build_engine: Annotated[
+        bool,
+        typer.Option(
+            "--build-engine",
+            help="When no engine matches this GPU and TensorRT, build one first (runs `svdh-export build-engine`; "
+            "needs svdh-exporter and TensorRT).",
+        ),
+    ] = False,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: library default).", min=0)] = 0,
     include_phi: Annotated[
         bool, typer.Option("--include-phi", help="Put patient name, ID and birth date in the JSON (off by default).")
@@ -70,7 +84,11 @@ def run(
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
     if dicom_results and out is None:
         raise typer.BadParameter("needs --out", param_hint="--dicom-results")
-    options = RunOptions(out, as_json, rescore, backend, threads or None, include_phi, dicom_results)
+    if build_engine and backend == BackendChoice.onnxruntime:
+        raise typer.BadParameter("cannot be used with --backend onnxruntime", param_hint="--build-engine")
+    options = RunOptions(
+        out, as_json, rescore, backend.value, threads or None, include_phi, dicom_results, build_engine
+    )
     raise typer.Exit(code=_score_all(images, model, options))
 
 
@@ -83,21 +101,33 @@ class RunOptions:
     threads: int | None
     include_phi: bool
     dicom_results: bool = False
+    build_engine: bool = False
 
 
 def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from .backends import create_backend
+    from .backends import select_backend
     from .batch import RESULTS_NAME, Progress, ResultsLog, discover, input_key, write_summary
     from .bundle import load_bundle
     from .scoring import Scorer
 
     bundle = load_bundle(model)
-    backend = create_backend(options.backend, bundle, threads=options.threads)
+    selection = select_backend(options.backend, bundle, threads=options.threads)
+    if options.build_engine and selection.backend.name != "tensorrt":
+        from .engine_builds import build_engine_for
+
+        err(f"no usable TensorRT engine ({selection.reason}); building one")
+        selection.backend.close()
+        build_engine_for(bundle.path)
+        selection = select_backend("tensorrt", load_bundle(model), threads=options.threads)
+    backend = selection.backend
     scorer = Scorer(bundle, backend, include_phi=options.include_phi)
-    err(f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) on {backend.name}")
+    err(
+        f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) "
+        f"on {backend.name} ({selection.reason})"
+    )
     out = options.out
     paths, empty_folders = discover(images, exclude=out)
     for folder in empty_folders:

@@ -6,7 +6,8 @@ from enum import Enum
 
 
 class BackendChoice(str, Enum):
-    """``auto`` picks the best backend available for the bundle."""
+    """``auto``: a TensorRT engine that matches this GPU, else ONNX Runtime (CUDA when installed, else CPU)."""
 
     auto = "auto"
+    tensorrt = "tensorrt"
     onnxruntime = "onnxruntime"
