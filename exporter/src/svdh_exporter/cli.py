@@ -105,14 +105,29 @@ def triton_command(
     max_batch: Annotated[int, typer.Option(min=1, help="max_batch_size for dynamic batching.")] = 8,
     instances: Annotated[int, typer.Option(min=1, help="Model instances.")] = 1,
     kind: Annotated[str, typer.Option(help="Instance kind: cpu or gpu.")] = "cpu",
+    platform: Annotated[
+        str, typer.Option(help="onnxruntime_onnx (model.onnx) or tensorrt_plan (an engine from BUNDLE/engines/).")
+    ] = "onnxruntime_onnx",
+    engine: Annotated[
+        Optional[str], typer.Option(help="tensorrt_plan: the engine's plan file name (default: the only one).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
 ) -> None:
-    """Write BUNDLE into a Triton Inference Server model repository (platform onnxruntime_onnx)."""
+    """Write BUNDLE into a Triton Inference Server model repository (onnxruntime_onnx or tensorrt_plan)."""
     from .triton import TritonOptions, write_triton_repository
 
-    options = TritonOptions(name=name, version=version, max_batch_size=max_batch, instances=instances, kind=kind)
+    options = TritonOptions(
+        name=name,
+        version=version,
+        max_batch_size=max_batch,
+        instances=instances,
+        kind=kind,
+        platform=platform,
+        engine=engine,
+    )
     model_dir = write_triton_repository(bundle, repo, options, force=force)
-    err(f"wrote {model_dir} (config.pbtxt, {version}/model.onnx, svdh_manifest.json)")
+    served = "model.plan" if platform == "tensorrt_plan" else "model.onnx"
+    err(f"wrote {model_dir} (config.pbtxt, {version}/{served}, svdh_manifest.json)")
 
 
 def main() -> None:

@@ -1,23 +1,28 @@
-"""Write a bundle as a Triton Inference Server model repository (``onnxruntime_onnx``).
+"""Write a bundle as a Triton Inference Server model repository (``onnxruntime_onnx`` or ``tensorrt_plan``).
 
-Layout: ``REPO/<name>/config.pbtxt`` and ``REPO/<name>/<version>/model.onnx``,
-plus ``REPO/<name>/svdh_manifest.json`` so that clients know the
-preprocessing (Triton serves the graph; clients send prepared canvases).
+Layout: ``REPO/<name>/config.pbtxt`` and ``REPO/<name>/<version>/model.onnx``
+(or ``model.plan``, a checksum-verified TensorRT engine from ``BUNDLE/engines/``
+with its sidecar beside the config as ``svdh_engine.json``), plus
+``REPO/<name>/svdh_manifest.json`` so that clients know the preprocessing
+(Triton serves the graph; clients send prepared canvases).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from svdh_runtime.bundle import MODEL_FILE, load_bundle, sha256_file
+from svdh_runtime.bundle import MODEL_FILE, Bundle, load_bundle, sha256_file
+from svdh_runtime.engines import ENGINES_DIR, EngineSidecar, read_sidecars, read_verified_plan
 from svdh_runtime.errors import BundleError
 from svdh_runtime.manifest import MANIFEST_NAME, Manifest
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 INSTANCE_KINDS = ("cpu", "gpu")
+PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,14 @@ class TritonOptions:
     instances: int = 1
     kind: str = "cpu"  # cpu or gpu
     max_queue_delay_us: int = 100
+    platform: str = "onnxruntime_onnx"
+    engine: str | None = None  # tensorrt_plan: the plan's file name in BUNDLE/engines/ (default: the only one)
 
     def __post_init__(self) -> None:
+        if self.platform not in PLATFORMS:
+            raise BundleError(f"Triton platform must be one of {', '.join(PLATFORMS)}")
+        if self.platform == "tensorrt_plan" and self.kind != "gpu":
+            raise BundleError("a tensorrt_plan model runs on GPU instances only (--kind gpu)")
         if not _NAME.match(self.name):
             raise BundleError(f"Triton model name {self.name!r} may only hold letters, digits, '.', '_' and '-'")
         if self.version < 1 or self.max_batch_size < 1 or self.instances < 1 or self.max_queue_delay_us < 0:
@@ -40,13 +51,13 @@ class TritonOptions:
             raise BundleError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)}")
 
 
-def config_pbtxt(manifest: Manifest, options: TritonOptions) -> str:
+def config_pbtxt(manifest: Manifest, options: TritonOptions, served_sha256: str | None = None) -> str:
     """The model configuration in protobuf text format."""
     spec, outputs = manifest.preprocessing, manifest.outputs
     classes = len(outputs.severity_classes)
     preferred = sorted({b for b in (1, 2, 4, options.max_batch_size) if b <= options.max_batch_size})
     return f"""name: "{options.name}"
-platform: "onnxruntime_onnx"
+platform: "{options.platform}"
 max_batch_size: {options.max_batch_size}
 input [
   {{
@@ -86,9 +97,28 @@ instance_group [
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 parameters {{
   key: "svdh_model"
-  value: {{ string_value: "{manifest.name} {manifest.version} sha256:{manifest.files[MODEL_FILE]}" }}
+  value: {{ string_value: "{manifest.name} {manifest.version} sha256:{served_sha256 or manifest.files[MODEL_FILE]}" }}
 }}
 """
+
+
+def choose_engine(bundle: Bundle, options: TritonOptions) -> EngineSidecar:
+    """The engine to serve: the one named, else the only one in ``BUNDLE/engines/``; its batch profile must fit."""
+    sidecars, problems = read_sidecars(bundle)
+    if options.engine is not None:
+        sidecars = [s for s in sidecars if s.plan == options.engine]
+    if len(sidecars) != 1:
+        found = ", ".join(s.plan for s in read_sidecars(bundle)[0]) or "none"
+        hint = "; ".join(problems)
+        raise BundleError(
+            f"{bundle.path}: choose one TensorRT engine with --engine (found: {found}{'; ' + hint if hint else ''})"
+        )
+    sidecar = sidecars[0]
+    if options.max_batch_size > sidecar.profile.max:
+        raise BundleError(
+            f"{ENGINES_DIR}/{sidecar.plan} accepts batches up to {sidecar.profile.max}; lower --max-batch"
+        )
+    return sidecar
 
 
 def write_triton_repository(bundle_dir: Path, repo: Path, options: TritonOptions, force: bool = False) -> Path:
@@ -96,6 +126,11 @@ def write_triton_repository(bundle_dir: Path, repo: Path, options: TritonOptions
     bundle = load_bundle(bundle_dir)
     if bundle.manifest.outputs.cam_height < 1:
         raise BundleError(f"{bundle_dir}: manifest has no CAM size; re-export the bundle")
+    sidecar = choose_engine(bundle, options) if options.platform == "tensorrt_plan" else None
+    if sidecar is None:
+        served, payload, expected = MODEL_FILE, bundle.model_bytes, bundle.model_sha256
+    else:
+        served, payload, expected = "model.plan", read_verified_plan(bundle, sidecar), sidecar.plan_sha256
     model_dir = Path(repo) / options.name
     if model_dir.exists() and not force:
         raise BundleError(f"{model_dir}: already exists; pass --force to replace it")
@@ -103,11 +138,13 @@ def write_triton_repository(bundle_dir: Path, repo: Path, options: TritonOptions
     if staging.exists():
         shutil.rmtree(staging)
     (staging / str(options.version)).mkdir(parents=True)
-    target = staging / str(options.version) / MODEL_FILE
-    target.write_bytes(bundle.model_bytes)
-    if sha256_file(target) != bundle.model_sha256:
+    target = staging / str(options.version) / served
+    if sidecar is not None:
+        (staging / "svdh_engine.json").write_text(json.dumps(sidecar.to_dict(), indent=2) + "\n", encoding="utf-8")
+    target.write_bytes(payload)
+    if sha256_file(target) != expected:
         raise BundleError(f"{target}: copy does not match the bundle's checksum")
-    (staging / "config.pbtxt").write_text(config_pbtxt(bundle.manifest, options), encoding="utf-8")
+    (staging / "config.pbtxt").write_text(config_pbtxt(bundle.manifest, options, expected), encoding="utf-8")
     shutil.copyfile(Path(bundle_dir) / MANIFEST_NAME, staging / "svdh_manifest.json")
     if model_dir.exists():
         shutil.rmtree(model_dir)

@@ -2,12 +2,16 @@
 
 Exit codes: 0 every input scored; 2 at least one input could not be scored
 (the others still are); 3 the model bundle is missing, damaged or unusable;
-1 anything else.
+4 (``svdh-run status``) the PACS node is not running; 1 anything else.
+
+``svdh-run serve`` and ``svdh-run status`` run and query the PACS node
+(:mod:`svdh_runtime.pacs`); to score a file named ``serve``, write ``./serve``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,4 +242,11 @@ def _write_json(path: Path, record: dict) -> None:
 
 def main() -> None:
     """Console entry point."""
+    from .fast_start import import_pydicom_without_requests
+
+    import_pydicom_without_requests()
+    if sys.argv[1:2] in (["serve"], ["status"]):
+        from .pacs.cli import app as node_app
+
+        run_app(node_app, "svdh-run")
     run_app(app, "svdh-run")

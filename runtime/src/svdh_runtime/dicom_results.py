@@ -42,6 +42,16 @@ def _highdicom():  # noqa: ANN202
     return highdicom
 
 
+def _result_uids(source_uid: str, model_sha256: str):  # noqa: ANN202
+    """UIDs derived from the source instance and the model: scoring the same image with the same model again
+    (a rerun, a node restarted mid-delivery) yields the same SR and SC instances, never duplicates."""
+    from pydicom.uid import generate_uid
+
+    if not source_uid:
+        return lambda role: generate_uid()
+    return lambda role: generate_uid(entropy_srcs=["svdh", source_uid, model_sha256, role])
+
+
 def make_dicom_results(
     source_path: Path, prediction: Prediction, overlay_rgb: np.ndarray, manifest: Manifest, model_sha256: str
 ) -> DicomResults:
@@ -51,6 +61,7 @@ def make_dicom_results(
 
     hd = _highdicom()
     source = pydicom.dcmread(source_path, stop_before_pixels=True)
+    uid = _result_uids(str(source.get("SOPInstanceUID", "")), model_sha256)
     code = hd.sr.CodedConcept
     algorithm = hd.sr.AlgorithmIdentification(
         name=manifest.name, version=manifest.version, parameters=[f"sha256:{model_sha256[:16]}"]
@@ -75,7 +86,7 @@ def make_dicom_results(
         value=code(f"SVDH-SEV-{prediction.severity.upper()}", SCHEME, prediction.severity),
     )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="SvdH score"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("tracking"), identifier="SvdH score"),
         measurements=[score],
         qualitative_evaluations=[severity],
         algorithm_id=algorithm,
@@ -89,9 +100,9 @@ def make_dicom_results(
     structured_report = hd.sr.Comprehensive3DSR(
         evidence=[source],
         content=report,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=uid("sr-series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=uid("sr"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         series_description="svdh SvdH score",
@@ -103,9 +114,9 @@ def make_dicom_results(
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
-        series_instance_uid=generate_uid(),
+        series_instance_uid=uid("sc-series"),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=uid("sc"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "F"),

@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     UNEXPECTED = 1
     INPUT = 2
     BUNDLE = 3
+    NODE_DOWN = 4  # svdh-run status: the PACS node is not running
 
 
 class SvdhError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,33 @@ DISPLAY_LONG_SIDE = 1024
 _ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
 
 
+_LEVELS = np.linspace(0.0, 1.0, 256)
+# One row per 8-bit heat level: the colour, and how opaque the heat is drawn over the radiograph.
+_COLOUR_TABLE = np.stack(
+    [np.interp(_LEVELS, np.linspace(0.0, 1.0, len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)], axis=-1
+).astype(np.uint8)
+
+
+@functools.cache
+def blend_table() -> np.ndarray:
+    """The blended RGB of every (heat level, grey level) pair, row-major: 65536 x 3 uint8.
+
+    The heat is drawn with opacity 0.6 * level ** 0.8 over the grey radiograph.
+    """
+    alpha = (0.6 * _LEVELS**0.8)[:, None, None]
+    grey = np.arange(256.0)[None, :, None]
+    blended = (1.0 - alpha) * grey + alpha * _COLOUR_TABLE[:, None, :].astype(np.float64)
+    return np.clip(blended, 0, 255).round().astype(np.uint8).reshape(256 * 256, 3)
+
+
+def heat_levels(values: np.ndarray) -> np.ndarray:
+    """Values in 0..1 quantised to 256 levels (uint8)."""
+    return (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def heat_colours(values: np.ndarray) -> np.ndarray:
     """Map values in 0..1 to RGB uint8 with a perceptually ordered scale."""
-    positions = np.linspace(0.0, 1.0, len(_ANCHORS))
-    flat = np.clip(values, 0.0, 1.0).ravel()
-    rgb = np.stack([np.interp(flat, positions, _ANCHORS[:, c]) for c in range(3)], axis=-1)
-    return rgb.reshape(*values.shape, 3).astype(np.uint8)
+    return _COLOUR_TABLE[heat_levels(values)]
 
 
 def cam_on_content(cam: np.ndarray, spec: Preprocessing, box: ContentBox, height: int, width: int) -> np.ndarray:
@@ -59,10 +81,8 @@ def compose_overlay(
     heat = cam_on_content(cam, spec, box, height, width)
     peak = float(heat.max())
     heat = heat / peak if peak > 0 else np.zeros_like(heat)
-    alpha = (0.6 * np.clip(heat, 0.0, 1.0) ** 0.8)[..., None]
-    base = np.repeat(grey[..., None] * 255.0, 3, axis=2)
-    blended = (1.0 - alpha) * base + alpha * heat_colours(heat).astype(np.float32)
-    picture = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), mode="RGB")
+    pairs = heat_levels(heat).astype(np.intp) * 256 + heat_levels(grey)
+    picture = Image.fromarray(np.take(blend_table(), pairs, axis=0), mode="RGB")
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=max(14, width // 45))
     left, top, right, bottom = draw.textbbox((10, 10), text, font=font)

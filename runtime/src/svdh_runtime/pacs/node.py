@@ -1,0 +1,384 @@
+"""``svdh-run serve``: a DICOM node that scores every radiograph it receives and sends the results on.
+
+A pynetdicom C-STORE SCP (and C-ECHO) accepts CR and DX images in any transfer
+syntax. Each image is written to the spool and fsynced before the C-STORE is
+acknowledged; when the queue is full (or the disk nearly so) the store is
+refused with status A700 (out of resources) and the sender retries later. One
+worker scores the queue in arrival order, makes the SR and the Secondary
+Capture (:mod:`svdh_runtime.dicom_results`), and delivers them by C-STORE to
+``--forward`` and/or into ``--outbox``; an unreachable destination is retried
+with back-off while the item waits in the spool. A restart resumes where the
+node stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, MissingDependencyError, SvdhError
+from ..files import atomic_write_bytes, atomic_write_text
+from .spool import Spool, item_key
+
+IMAGE_STORAGE = (
+    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+)
+STATUS_OK = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STORE_SUCCESS = {0x0000, 0xB000, 0xB006, 0xB007}  # success and warnings
+HEARTBEAT_S = 2.0
+RETRY_FIRST_S, RETRY_MAX_S = 2.0, 60.0
+
+
+class DeliveryError(SvdhError):
+    """Results could not be sent to the forward destination (retried later)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM peer given as ``HOST:PORT:AET``."""
+
+    host: str
+    port: int
+    ae_title: str
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        parts = text.rsplit(":", 2)
+        if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2]:
+            raise ValueError(f"{text!r} is not HOST:PORT:AET")
+        host, port, title = parts[0], int(parts[1]), parts[2]
+        if not 0 < port < 65536 or len(title) > 16:
+            raise ValueError(f"{text!r}: port must be 1-65535 and the AE title at most 16 characters")
+        return cls(host, port, title)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}:{self.ae_title}"
+
+
+@dataclass
+class NodeOptions:
+    spool: Path
+    ae_title: str = "SVDH"
+    port: int = 11112
+    bind: str = "0.0.0.0"
+    max_queue: int = 500
+    forward: Destination | None = None
+    outbox: Path | None = None
+    model: Path | None = None
+    backend: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class _Retry:
+    due: float = 0.0
+    delay: float = RETRY_FIRST_S
+
+
+def _require_pacs_packages() -> None:
+    for name in ("pynetdicom", "highdicom"):
+        try:
+            __import__(name)
+        except ImportError:
+            raise MissingDependencyError(f"the PACS node needs {name}: pip install 'svdh-runtime[pacs]'") from None
+
+
+class PacsNode:
+    """Receiver, worker and heartbeat of one node; :meth:`run` until :meth:`stop` (or SIGTERM/SIGINT)."""
+
+    def __init__(self, options: NodeOptions, log: Callable[[str], None]) -> None:
+        _require_pacs_packages()
+        from ..backends import select_backend
+        from ..bundle import load_bundle
+        from ..scoring import Scorer
+
+        self.options, self.log = options, log
+        self.spool = Spool(options.spool, options.max_queue)
+        if options.outbox is not None:
+            options.outbox.mkdir(parents=True, exist_ok=True)
+        self.bundle = load_bundle(options.model)
+        selection = select_backend(options.backend, self.bundle, threads=options.threads)
+        self.backend_name = selection.backend.name
+        self.scorer = Scorer(self.bundle, selection.backend)
+        log(
+            f"model {self.bundle.manifest.name} {self.bundle.manifest.version} on {self.backend_name} "
+            f"({selection.reason})"
+        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._retries: dict[str, _Retry] = {}
+        self._server = None
+        self._threads: list[threading.Thread] = []
+        self.last_error: str | None = None
+        self.started = time.time()
+        self.stats = {"received": 0, "refused_busy": 0, "duplicates": 0, "scored": 0, "failed": 0, "delivered": 0}
+
+    # -- receiving -----------------------------------------------------------------------------------------
+    def _on_store(self, event: Any) -> int:
+        key = item_key(str(event.request.AffectedSOPInstanceUID))
+        if self.spool.state_of(key) is not None:
+            return self._duplicate(key)
+        busy = self.spool.refusal()
+        if busy is not None:
+            self.stats["refused_busy"] += 1
+            self.log(f"refused {key}: {busy} (status A700; the sender should retry)")
+            return STATUS_OUT_OF_RESOURCES
+        try:
+            data = event.encoded_dataset()
+        except Exception:
+            return STATUS_CANNOT_UNDERSTAND
+        try:
+            fresh = self.spool.put(key, data)
+        except OSError as exc:
+            self.last_error = f"spool write failed: {exc.strerror or exc}"
+            self.log(f"refused {key}: {self.last_error}")
+            return STATUS_OUT_OF_RESOURCES
+        if not fresh:
+            return self._duplicate(key)
+        self.stats["received"] += 1
+        self._wake.set()
+        return STATUS_OK
+
+    def _duplicate(self, key: str) -> int:
+        """An instance received before is acknowledged but not queued (nor scored) again."""
+        self.stats["duplicates"] += 1
+        self.log(f"{key}: already received; not queued again")
+        return STATUS_OK
+
+    def start_receiving(self) -> None:
+        """Listen for associations (C-STORE of CR/DX images in any transfer syntax, C-ECHO)."""
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.options.ae_title)
+        ae.maximum_pdu_size = 0
+        for sop_class in IMAGE_STORAGE:
+            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        try:
+            self._server = ae.start_server(
+                (self.options.bind, self.options.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+            )
+        except OSError as exc:
+            raise SvdhError(
+                f"cannot listen on {self.options.bind}:{self.options.port}: {exc.strerror or exc}"
+            ) from None
+        self.log(f"listening as {self.options.ae_title} on {self.options.bind}:{self.options.port}")
+
+    # -- scoring and delivery -----------------------------------------------------------------------------
+    def _score(self, key: str) -> dict[str, Any] | None:
+        """Score one spooled image and persist its SR and SC; None when the image is refused."""
+        from ..dicom_results import make_dicom_results, write_dataset
+        from ..overlay import render_overlay
+
+        path = self.spool.path("work", key)
+        result = self.scorer.score_file(path)
+        if result.status != "ok":
+            self._refuse(key, result.reason or "could not be scored")
+            return None
+        try:
+            picture = render_overlay(result, self.bundle.manifest)
+            made = make_dicom_results(
+                path, result.prediction, np.asarray(picture), self.bundle.manifest, self.bundle.model_sha256
+            )
+            folder = self.spool.results_dir(key)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_dataset(made.structured_report, folder / "sr.dcm")
+            write_dataset(made.secondary_capture, folder / "sc.dcm")
+        except (InputError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            self._refuse(key, f"results could not be made from this image's header ({type(exc).__name__})")
+            return None
+        prediction = result.prediction
+        record = {
+            "sop_instance_uid": key,
+            "score": round(prediction.score, 3),
+            "severity": prediction.severity,
+            "model": f"{self.bundle.manifest.name} {self.bundle.manifest.version}",
+            "backend": self.backend_name,
+            "delivered": {},
+        }
+        self.spool.write_result(key, record)
+        self.stats["scored"] += 1
+        self.log(f"scored {key}: SvdH {prediction.score:.1f} / 280, {prediction.severity}")
+        return record
+
+    def _refuse(self, key: str, reason: str) -> None:
+        self.spool.fail(key, reason)
+        self.stats["failed"] += 1
+        self.log(f"refused {key}: {reason}")
+
+    def _send(self, files: list[Path]) -> None:
+        import pydicom
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import AE
+        from pynetdicom.sop_class import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
+
+        destination = self.options.forward
+        ae = AE(ae_title=self.options.ae_title)
+        for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not association.is_established:
+            raise DeliveryError(f"cannot associate with {destination}")
+        try:
+            for file in files:
+                status = association.send_c_store(pydicom.dcmread(file))
+                code = getattr(status, "Status", None)
+                if code not in STORE_SUCCESS:
+                    raise DeliveryError(f"{destination} answered {file.name} with status {code!r}")
+        finally:
+            if association.is_established:
+                association.release()
+
+    def _deliver(self, key: str, record: dict[str, Any]) -> bool:
+        """Send or write the results; True when every destination has them."""
+        folder = self.spool.results_dir(key)
+        files = [folder / "sr.dcm", folder / "sc.dcm"]
+        delivered = record.setdefault("delivered", {})
+        if self.options.outbox is not None and not delivered.get("outbox"):
+            for file in files:
+                atomic_write_bytes(self.options.outbox / f"{key}.{file.name}", file.read_bytes())
+            delivered["outbox"] = True
+            self.spool.write_result(key, record)
+        if self.options.forward is not None and not delivered.get("forward"):
+            try:
+                self._send(files)
+            except (DeliveryError, OSError, RuntimeError) as exc:
+                retry = self._retries.setdefault(key, _Retry())
+                retry.due, retry.delay = time.monotonic() + retry.delay, min(retry.delay * 2, RETRY_MAX_S)
+                self.last_error = str(exc)
+                self.log(f"{key}: results not delivered ({exc}); retrying in {retry.delay / 2:.0f} s")
+                return False
+            delivered["forward"] = True
+            self.spool.write_result(key, record)
+        self._retries.pop(key, None)
+        self.spool.finish(key)
+        self.stats["delivered"] += 1
+        return True
+
+    def _process(self, key: str) -> None:
+        try:
+            record = self.spool.read_result(key)
+            if record is None:
+                record = self._score(key)
+            if record is not None:
+                self._deliver(key, record)
+        except OSError as exc:
+            self.last_error = f"{key}: {exc.strerror or exc}"
+            self.log(f"{key}: left in the queue after a disk error ({exc.strerror or exc})")
+        try:
+            self._write_status()
+        except OSError:
+            pass
+
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        for key in self.spool.in_work():
+            retry = self._retries.get(key)
+            if retry is not None and retry.due <= now and not self._stop.is_set():
+                self._process(key)
+
+    def _work(self) -> None:
+        resumed = self.spool.in_work()
+        if resumed:
+            self.log(f"resuming {len(resumed)} image(s) left in work after the last stop")
+        for key in resumed:
+            if self._stop.is_set():
+                return
+            self._process(key)
+        while not self._stop.is_set():
+            key = self.spool.next_incoming()
+            if key is not None:
+                self._process(key)
+                continue
+            self._retry_due()
+            self._wake.wait(0.5)
+            self._wake.clear()
+
+    # -- status ----------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        counts = self.spool.counts()
+        return {
+            "ae_title": self.options.ae_title,
+            "port": self.options.port,
+            "pid": os.getpid(),
+            "started": self.started,
+            "heartbeat": time.time(),
+            "model": f"{self.bundle.manifest.name} {self.bundle.manifest.version}",
+            "backend": self.backend_name,
+            "forward": str(self.options.forward) if self.options.forward else None,
+            "outbox": str(self.options.outbox) if self.options.outbox else None,
+            "queue": {"waiting": counts.incoming, "in_work": counts.work, "limit": self.spool.max_queue},
+            "done": counts.done,
+            "failed": counts.failed,
+            "undelivered": counts.undelivered,
+            "since_start": dict(self.stats),
+            "last_error": self.last_error,
+            "running": not self._stop.is_set(),
+        }
+
+    def _write_status(self) -> None:
+        atomic_write_text(self.spool.root / "status.json", json.dumps(self.status(), indent=2) + "\n")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._write_status()
+            except OSError:
+                pass
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+    def start(self, receive: bool = True, work: bool = True) -> None:
+        if receive:
+            self.start_receiving()
+        targets = [self._heartbeat] + ([self._work] if work else [])
+        for target in targets:
+            thread = threading.Thread(target=target, name=f"svdh-{target.__name__.strip('_')}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._write_status()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        for thread in self._threads:
+            thread.join(timeout=60)
+        self._write_status()
+        self.scorer.backend.close()
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT; the image being scored is finished first."""
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        self.start()
+        while not stop.wait(0.5):
+            pass
+        self.log("stopping: finishing the current image")
+        self.stop()
+
+
+def read_status(spool: Path) -> dict[str, Any]:
+    """The node's last status (``status.json`` in its spool)."""
+    try:
+        return json.loads((Path(spool) / "status.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{spool}: no node status here (is this the --spool of a node?)") from None
+    except (OSError, json.JSONDecodeError):
+        raise InputError(f"{spool}/status.json is unreadable") from None

@@ -1,0 +1,157 @@
+"""The PACS node's disk queue: nothing received is lost, nothing is scored twice.
+
+Layout under the spool folder (every move is an atomic rename on one file system)::
+
+    incoming/UID.dcm       received and fsynced before the C-STORE is acknowledged
+    work/UID.dcm           taken by the worker
+    results/UID/           sr.dcm, sc.dcm, then result.json (written last: "scored")
+    done/UID.dcm           the original, once its results were delivered (kept)
+    failed/UID.dcm + .json refused inputs with the reason (kept)
+    status.json            the node's heartbeat and counts
+
+After a crash or kill, items in ``work/`` go back through the worker: one with
+a ``result.json`` is delivered without scoring again. Result UIDs are derived
+from the source UID and the model, so a delivery repeated after a crash sends
+the very same SOP instances, never new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_write_text
+
+STATES = ("incoming", "work", "done", "failed")
+_SAFE_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+MIN_FREE_BYTES = 200 << 20  # refuse new images below this much free disk
+
+
+def item_key(sop_instance_uid: str) -> str:
+    """File-name-safe key of a SOP Instance UID (the UID itself when it is a plain UID)."""
+    uid = (sop_instance_uid or "").strip().rstrip("\0")
+    if _SAFE_UID.match(uid) and len(uid) <= 64:
+        return uid
+    return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def durable_write(path: Path, data: bytes) -> None:
+    """Write, fsync and rename into place, then fsync the folder: on disk before we say so."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class Counts:
+    incoming: int
+    work: int
+    done: int
+    failed: int
+    undelivered: int
+
+    @property
+    def queued(self) -> int:
+        return self.incoming + self.work
+
+
+class Spool:
+    """The folders of one node's queue."""
+
+    def __init__(self, root: Path, max_queue: int = 500) -> None:
+        self.root = Path(root)
+        self.max_queue = max_queue
+        for name in (*STATES, "results"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def path(self, state: str, key: str) -> Path:
+        return self.root / state / f"{key}.dcm"
+
+    def results_dir(self, key: str) -> Path:
+        return self.root / "results" / key
+
+    def state_of(self, key: str) -> str | None:
+        for state in STATES:
+            if self.path(state, key).exists():
+                return state
+        return None
+
+    def _count(self, state: str) -> int:
+        return sum(1 for p in (self.root / state).iterdir() if p.suffix == ".dcm")
+
+    def counts(self) -> Counts:
+        undelivered = sum(
+            1 for p in (self.root / "work").glob("*.dcm") if (self.results_dir(p.stem) / "result.json").exists()
+        )
+        return Counts(*(self._count(s) for s in STATES), undelivered=undelivered)
+
+    def refusal(self) -> str | None:
+        """Why a new image cannot be taken now (queue full, disk nearly full), or None."""
+        queued = self._count("incoming") + self._count("work")
+        if queued >= self.max_queue:
+            return f"queue full ({queued} images waiting)"
+        if shutil.disk_usage(self.root).free < MIN_FREE_BYTES:
+            return "spool disk nearly full"
+        return None
+
+    def put(self, key: str, data: bytes) -> bool:
+        """Queue a received file durably; False when this instance was already received."""
+        if self.state_of(key) is not None:
+            return False
+        durable_write(self.path("incoming", key), data)
+        return True
+
+    def next_incoming(self) -> str | None:
+        """The oldest received item, moved to ``work/``."""
+        entries = sorted((self.root / "incoming").glob("*.dcm"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        for entry in entries:
+            try:
+                entry.replace(self.path("work", entry.stem))
+            except FileNotFoundError:
+                continue
+            return entry.stem
+        return None
+
+    def in_work(self) -> list[str]:
+        """Items taken earlier and not finished (after a restart: the ones to resume)."""
+        return sorted(p.stem for p in (self.root / "work").glob("*.dcm"))
+
+    def read_result(self, key: str) -> dict[str, Any] | None:
+        path = self.results_dir(key) / "result.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_result(self, key: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.results_dir(key) / "result.json", json.dumps(record, indent=2) + "\n")
+
+    def finish(self, key: str) -> None:
+        """Results delivered: keep the original under ``done/``."""
+        self.path("work", key).replace(self.path("done", key))
+
+    def fail(self, key: str, reason: str) -> None:
+        """Refused input: keep it under ``failed/`` with the reason."""
+        atomic_write_text(self.root / "failed" / f"{key}.json", json.dumps({"reason": reason}) + "\n")
+        self.path("work", key).replace(self.path("failed", key))

@@ -1,0 +1,252 @@
+"""The PACS node against dcmtk, a DICOM implementation this project did not write.
+
+dcmtk's ``storescu``/``echoscu`` send and ``storescp`` receives the results
+(Debian package ``dcmtk``; ``.ci/run`` installs it). The node runs as its own
+process (``svdh-run serve``), as at a site.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, generate_uid
+
+from conftest import run_cli
+
+
+def _dcmtk(tool: str) -> str | None:
+    """dcmtk's own ``tool`` on PATH (pynetdicom installs Python apps of the same names)."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / tool
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            done = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=30)
+            if "dcmtk" in (done.stdout + done.stderr).lower():
+                return str(candidate)
+    return None
+
+
+TOOLS = {tool: _dcmtk(tool) for tool in ("storescu", "storescp", "echoscu")}
+pytestmark = pytest.mark.skipif(
+    None in TOOLS.values(),
+    reason="needs dcmtk's storescu, storescp and echoscu (apt-get install dcmtk; .ci/run installs it)",
+)
+STORESCU, STORESCP, ECHOSCU = TOOLS["storescu"], TOOLS["storescp"], TOOLS["echoscu"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Receiver:
+    """dcmtk's storescp, standing in for the PACS that receives the results."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [STORESCP, "--output-directory", str(folder), "-aet", "RECV", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class Node:
+    """``svdh-run serve`` as a separate process."""
+
+    def __init__(self, spool: Path, receiver: Receiver, port: int | None = None, *extra: str) -> None:
+        self.spool, self.port = spool, port or _free_port()
+        code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.cli import main; main()"
+        command = [sys.executable, "-c", code, "serve", "--port", str(self.port), "--spool", str(spool)]
+        command += ["--forward", f"127.0.0.1:{receiver.port}:RECV", "--threads", "1", *extra]
+        self.log = spool.parent / f"node-{time.monotonic_ns()}.log"
+        with self.log.open("w") as sink:
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        _wait(self._listening, 60, "the node to listen")
+
+    def _listening(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def send(self, folder: Path, *options: str) -> subprocess.CompletedProcess:
+        command = [STORESCU, "-aec", "SVDH", *options, "+sd", "+r", "127.0.0.1", str(self.port), str(folder)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture()
+def sources(phantoms: Path, tmp_path: Path) -> dict[str, Path]:
+    """Phantom radiographs as a modality would send them: uncompressed, JPEG-LS and JPEG 2000 lossless."""
+    images = sorted((phantoms / "images").glob("*.dcm"))
+    folders = {}
+    for name, syntax, picked in (
+        ("uncompressed", None, images[0:2]),
+        ("jpeg-ls", JPEGLSLossless, images[2:4]),
+        ("jpeg2000", JPEG2000Lossless, images[4:6]),
+    ):
+        folder = tmp_path / "send" / name
+        folder.mkdir(parents=True)
+        for image in picked:
+            ds = pydicom.dcmread(image)
+            if syntax is not None:
+                ds.compress(syntax)
+            ds.save_as(folder / image.name, enforce_file_format=True)
+        folders[name] = folder
+    return folders
+
+
+def _uids(folder: Path) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in folder.rglob("*.dcm")}
+
+
+def _received(receiver: Receiver) -> tuple[dict[str, list[str]], int]:
+    """Source SOP Instance UID -> SOP Instance UIDs of the SRs that reference it; and the number of SCs."""
+    reports: dict[str, list[str]] = {}
+    captures = 0
+    for path in receiver.files():
+        ds = pydicom.dcmread(path)
+        if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7":
+            captures += 1
+            continue
+        evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+        source = str(evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        reports.setdefault(source, []).append(str(ds.SOPInstanceUID))
+    return reports, captures
+
+
+@pytest.fixture()
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    peer = Receiver(tmp_path / "received")
+    yield peer
+    peer.stop()
+
+
+def test_node_scores_every_image_and_sends_one_sr_and_one_sc_back(
+    sources: dict[str, Path], receiver: Receiver, tmp_path: Path
+) -> None:
+    blank_folder = tmp_path / "send" / "blank"
+    blank_folder.mkdir()
+    blank = pydicom.dcmread(next(sources["uncompressed"].glob("*.dcm")))
+    blank.SOPInstanceUID = blank.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    blank.PixelData = bytes(len(blank.PixelData))
+    blank.save_as(blank_folder / "blank.dcm", enforce_file_format=True)
+    node = Node(tmp_path / "spool", receiver)
+    try:
+        assert subprocess.run([ECHOSCU, "-aec", "SVDH", "127.0.0.1", str(node.port)], timeout=30).returncode == 0
+        for name, flag in (("uncompressed", None), ("jpeg-ls", "-xt"), ("jpeg2000", "-xv"), ("blank", None)):
+            done = node.send(sources.get(name, blank_folder), *([flag] if flag else []))
+            assert done.returncode == 0, done.stderr
+        expected = set().union(*(_uids(folder) for folder in sources.values()))
+        _wait(lambda: len(receiver.files()) >= 2 * len(expected), 180, "the results")
+        _wait(lambda: len(list((tmp_path / "spool" / "failed").glob("*.dcm"))) == 1, 30, "the blank image")
+        reports, captures = _received(receiver)
+        assert set(reports) == expected and all(len(r) == 1 for r in reports.values())
+        assert captures == len(expected) and len(receiver.files()) == 2 * len(expected)
+        reason = json.loads(next((tmp_path / "spool" / "failed").glob("*.json")).read_text())["reason"]
+        assert "blank" in reason
+        status_file = tmp_path / "spool" / "status.json"
+        _wait(lambda: json.loads(status_file.read_text())["failed"] == 1, 10, "the status to catch up")
+        status = run_cli("svdh-run", "status", "--spool", str(tmp_path / "spool"))
+        assert status.returncode == 0, status.stderr
+        record = json.loads(status.stdout)
+        assert record["state"] == "up" and record["done"] == len(expected) and record["failed"] == 1
+    finally:
+        node.stop()
+    status = run_cli("svdh-run", "status", "--spool", str(tmp_path / "spool"))
+    assert status.returncode == 4 and "not running" in status.stderr
+    assert "Traceback" not in node.log.read_text()
+
+
+def test_a_killed_node_resumes_without_losing_or_duplicating_anything(
+    phantoms: Path, receiver: Receiver, tmp_path: Path
+) -> None:
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for image in sorted((phantoms / "images").glob("*.dcm"))[:10]:
+        shutil.copy(image, batch / image.name)
+    expected = _uids(batch)
+    node = Node(tmp_path / "spool", receiver)
+    done = node.send(batch)
+    assert done.returncode == 0, done.stderr
+    _wait(lambda: len(receiver.files()) >= 2, 120, "the first results")
+    node.kill()  # SIGKILL mid-batch: no chance to tidy up
+    spool = tmp_path / "spool"
+    left = [p for state in ("incoming", "work") for p in (spool / state).glob("*.dcm")]
+    assert left, "the kill came mid-batch"
+    assert len(left) + len(list((spool / "done").glob("*.dcm"))) == len(expected), "every image is on disk"
+    node = Node(spool, receiver, node.port)
+    try:
+        _wait(lambda: len(list((spool / "done").glob("*.dcm"))) == len(expected), 180, "the resumed queue")
+        _wait(lambda: len(receiver.files()) >= 2 * len(expected), 30, "the results")
+        time.sleep(1.0)  # anything sent twice would arrive now
+        reports, captures = _received(receiver)
+        assert set(reports) == expected and all(len(set(r)) == 1 for r in reports.values())
+        assert captures == len(expected) and len(receiver.files()) == 2 * len(expected)
+        assert "resuming" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+def test_full_queue_refuses_with_out_of_resources_and_keeps_what_it_took(
+    sources: dict[str, Path], receiver: Receiver, tmp_path: Path
+) -> None:
+    from svdh_runtime.pacs.node import Destination, NodeOptions, PacsNode
+
+    port = _free_port()
+    options = NodeOptions(
+        spool=tmp_path / "spool", port=port, max_queue=2, forward=Destination("127.0.0.1", receiver.port, "RECV")
+    )
+    messages: list[str] = []
+    node = PacsNode(options, log=messages.append)
+    node.start(receive=True, work=False)  # receive only: nothing leaves the queue
+    try:
+        command = [STORESCU, "-aec", "SVDH", "+sd", "+r", "127.0.0.1", str(port)]
+        subprocess.run([*command, str(sources["uncompressed"])], capture_output=True, timeout=60)
+        done = subprocess.run(
+            [*command, "-v", "-xt", str(sources["jpeg-ls"])], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode != 0 and "Refused: OutOfResources" in done.stderr, done.stderr  # status A700
+        assert len(list((tmp_path / "spool" / "incoming").glob("*.dcm"))) == 2
+        assert node.stats["refused_busy"] >= 1 and any("queue full" in m for m in messages)
+        again = subprocess.run([*command, str(sources["uncompressed"])], capture_output=True, timeout=60)
+        assert again.returncode == 0 and node.stats["duplicates"] == 2, "a resent image is not queued twice"
+    finally:
+        node.stop()
+    assert os.listdir(receiver.folder) == []
