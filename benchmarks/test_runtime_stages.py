@@ -53,8 +53,18 @@ def test_warm_end_to_end(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
     benchmark(scorer.score_file, SAMPLE)
 
 
-def test_cold_process(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
-    command = [sys.executable, "-m", "svdh_runtime", str(SAMPLE), "--out", str(tmp_path), "--rescore"]
+def _cold(benchmark, *arguments: str) -> None:  # noqa: ANN001
+    command = [sys.executable, "-m", "svdh_runtime", str(SAMPLE), *arguments]
     benchmark.pedantic(
         lambda: subprocess.run(command, check=True, capture_output=True), rounds=7, iterations=1, warmup_rounds=1
     )
+
+
+def test_cold_process(benchmark) -> None:  # noqa: ANN001
+    """``svdh-run sample.dcm`` as a whole process: score and severity printed (the gated promise)."""
+    _cold(benchmark)
+
+
+def test_cold_process_with_outputs(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
+    """The same with ``--out``: overlay PNG, JSON, results log, summary and HTML report written too."""
+    _cold(benchmark, "--out", str(tmp_path), "--rescore")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import TINY_RECIPE, run_cli
+from svdh_exporter.augment import augment_batch
 from svdh_exporter.model import ModelSpec, SvdhNet
 from svdh_runtime.manifest import Preprocessing
-from svdh_trainer.augment import augment_batch
 from svdh_trainer.damage_map import damage_points, local_target, render_damage
 from svdh_trainer.datasets import DatasetError, read_phantom_dir
 

@@ -26,12 +26,26 @@ def onnx_command(
     name: Annotated[Optional[str], typer.Option(help="Model name in the manifest (default: the checkpoint's).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Model version (default: the checkpoint's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
+    ood_fit: Annotated[
+        Optional[Path],
+        typer.Option("--ood-fit", help="Training radiographs to fit the input gate on (rejects non-hand images)."),
+    ] = None,
+    ood_calibrate: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--ood-calibrate", help="Other radiographs to set the gate's threshold on (default: a fifth of --ood-fit)."
+        ),
+    ] = None,
+    ood_images: Annotated[int, typer.Option("--ood-images", min=20, help="Most images to fit the gate on.")] = 2000,
 ) -> None:
     """Export CHECKPOINT (one network or an ensemble) as a bundle: model.onnx with score, severity_probs and
-    Grad-CAM in one graph, and manifest.json."""
-    from .onnx_export import export_bundle
+    Grad-CAM in one graph (and an input-gate distance with --ood-fit), and manifest.json."""
+    from .onnx_export import GateOptions, export_bundle
 
-    manifest = export_bundle(checkpoint, out, name=name, version=version, force=force, log=err)
+    if ood_calibrate is not None and ood_fit is None:
+        raise typer.BadParameter("needs --ood-fit", param_hint="--ood-calibrate")
+    gate = GateOptions(ood_fit, ood_calibrate, ood_images) if ood_fit is not None else None
+    manifest = export_bundle(checkpoint, out, name=name, version=version, force=force, gate=gate, log=err)
     err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
 
 

@@ -29,6 +29,7 @@ FP32_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "Softmax", "LayerNormalizati
 MAX_SCORE_DIFF = 0.5
 MAX_PROBS_DIFF = 0.01
 MIN_CAM_CORRELATION = 0.99
+MAX_GATE_RELATIVE_DIFF = 0.02  # the input gate's distance, where the model has one
 
 
 class PrecisionError(SvdhError):
@@ -78,20 +79,26 @@ def calibration_batch(files: Iterable[Path], bundle_dir: Path | None) -> np.ndar
 
 def compare_backends(reference: Backend, candidate: Backend, batch: np.ndarray) -> dict[str, float]:
     """Largest score and probability differences and the lowest CAM correlation of two backends over ``batch``."""
-    correlations, score_diff, probs_diff = [], 0.0, 0.0
+    correlations, score_diff, probs_diff, gate_diff = [], 0.0, 0.0, None
     for start in range(0, len(batch), 8):
         want, got = reference.infer(batch[start : start + 8]), candidate.infer(batch[start : start + 8])
         score_diff = max(score_diff, float(np.abs(want["score"] - got["score"]).max()))
         probs_diff = max(probs_diff, float(np.abs(want["severity_probs"] - got["severity_probs"]).max()))
+        if "ood_distance" in want:
+            relative = np.abs(want["ood_distance"] - got["ood_distance"]) / np.maximum(want["ood_distance"], 1e-6)
+            gate_diff = max(gate_diff or 0.0, float(relative.max()))
         for a, b in zip(want["cam"], got["cam"]):
             if a.max() > 0 and a.std() > 0 and b.std() > 0:
                 correlations.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
-    return {
+    check = {
         "max_score_diff": round(score_diff, 4),
         "max_probs_diff": round(probs_diff, 5),
         "min_cam_correlation": round(min(correlations), 5) if correlations else 1.0,
         "images": int(len(batch)),
     }
+    if gate_diff is not None:
+        check["max_gate_relative_diff"] = round(gate_diff, 5)
+    return check
 
 
 def compare(fp32_bytes: bytes, fp16_bytes: bytes, batch: np.ndarray) -> dict[str, float]:
@@ -102,11 +109,12 @@ def compare(fp32_bytes: bytes, fp16_bytes: bytes, batch: np.ndarray) -> dict[str
 
 
 def within_tolerance(check: dict[str, float]) -> bool:
-    """Score within 0.5 points, probabilities within 0.01, CAM correlation at least 0.99."""
+    """Score within 0.5 points, probabilities within 0.01, CAM correlation at least 0.99, gate distance within 2 %."""
     return (
         check["max_score_diff"] <= MAX_SCORE_DIFF
         and check["max_probs_diff"] <= MAX_PROBS_DIFF
         and check["min_cam_correlation"] >= MIN_CAM_CORRELATION
+        and check.get("max_gate_relative_diff", 0.0) <= MAX_GATE_RELATIVE_DIFF
     )
 
 

@@ -124,8 +124,8 @@ def cam_target_layer(net: SvdhNet) -> nn.Module:
     raise ValueError(f"no known last-stage layer for {net.spec.architecture}")
 
 
-def score_and_cam(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
-    """Score, severity logits and the signed Grad-CAM map of ``scale * score``, in one forward pass.
+def score_cam_and_pooled(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """Score, severity logits, the signed Grad-CAM map of ``scale * score`` and the pooled features, in one pass.
 
     Grad-CAM weights are the spatial mean of d(scale * score) / d feature map.
     Through a global average pool that is scale * (d score / d pooled) / (h * w),
@@ -139,7 +139,38 @@ def score_and_cam(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tupl
     score = value * spec.score_std + spec.score_mean
     weights = grad * (scale * spec.score_std / (maps.shape[2] * maps.shape[3]))
     signed_cam = (weights[:, :, None, None] * maps).sum(dim=1)
-    return score, net.severity_head(pooled), signed_cam
+    return score, net.severity_head(pooled), signed_cam, pooled
+
+
+def score_and_cam(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """:func:`score_cam_and_pooled` without the pooled features."""
+    return score_cam_and_pooled(net, image, scale)[:3]
+
+
+class OodDistance(nn.Module):
+    """Distance of pooled features to the training distribution (Mahalanobis in a PCA subspace plus residual).
+
+    With c = f - mean, z = P^T c (the top-k principal directions) and r = c - P z:
+    d = sqrt((sum_i z_i^2 / lambda_i + |r|^2 / rho) / (k + 1)), where lambda are the
+    principal variances and rho the mean squared residual on the fitting images, so
+    d is about 1 for images like those.
+    """
+
+    def __init__(self, mean: torch.Tensor, directions: torch.Tensor, variances: torch.Tensor, residual: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("directions", directions.float())
+        self.register_buffer("inverse_std", variances.float().clamp_min(1e-12).rsqrt())
+        self.residual_scale = 1.0 / max(float(residual), 1e-12)
+        self.terms = float(directions.shape[1] + 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        centred = features - self.mean
+        projected = centred @ self.directions
+        residual = centred - projected @ self.directions.T
+        whitened = projected * self.inverse_std
+        squared = (whitened * whitened).sum(dim=1) + (residual * residual).sum(dim=1) * self.residual_scale
+        return torch.sqrt(squared / self.terms)
 
 
 class CamGraph(nn.Module):
@@ -148,10 +179,16 @@ class CamGraph(nn.Module):
     def __init__(self, net: SvdhNet) -> None:
         super().__init__()
         self.net = net
+        self.ood: OodDistance | None = None  # set by the exporter: a fourth output, ood_distance
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        score, logits, signed_cam = score_and_cam(self.net, image)
-        return score, torch.softmax(logits, dim=-1), torch.relu(signed_cam)
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The pooled features the distance is computed on, ``[N, C]``."""
+        return self.net.feature_map(image).mean(dim=(2, 3))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        score, logits, signed_cam, pooled = score_cam_and_pooled(self.net, image)
+        outputs = (score, torch.softmax(logits, dim=-1), torch.relu(signed_cam))
+        return outputs if self.ood is None else (*outputs, self.ood(pooled))
 
 
 def resampling_matrix(size_in: int, size_out: int, method: str = "bilinear") -> torch.Tensor:
@@ -206,17 +243,28 @@ class EnsembleCamGraph(nn.Module):
             probe = torch.zeros(1, 1, *self.canvas)
             grids = [tuple(net.feature_map(self._member_input(probe, i)).shape[2:]) for i, net in enumerate(nets)]
         self.grid = max(grids, key=lambda g: g[0] * g[1])
+        self.ood: OodDistance | None = None  # set by the exporter: a fourth output, ood_distance
 
     def _member_input(self, image: torch.Tensor, index: int) -> torch.Tensor:
         if self.input_sizes[index] == self.canvas:
             return image
         return getattr(self, f"rows_{index}") @ image @ getattr(self, f"cols_{index}")
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The members' pooled features side by side, ``[N, sum C_m]``."""
+        return torch.cat(
+            [net.feature_map(self._member_input(image, i)).mean(dim=(2, 3)) for i, net in enumerate(self.members)],
+            dim=1,
+        )
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         score = torch.full_like(image[:, 0, 0, 0], self.bias)
-        probs, cam = None, None
+        probs, cam, pooled = None, None, []
         for index, (net, weight) in enumerate(zip(self.members, self.weights)):
-            member_score, logits, signed_cam = score_and_cam(net, self._member_input(image, index), weight)
+            member_score, logits, signed_cam, member_pooled = score_cam_and_pooled(
+                net, self._member_input(image, index), weight
+            )
+            pooled.append(member_pooled)
             member_cam = torch.relu(signed_cam)
             if tuple(member_cam.shape[1:]) != self.grid:
                 member_cam = F.interpolate(member_cam[:, None], size=self.grid, mode="bilinear", align_corners=False)[
@@ -226,4 +274,5 @@ class EnsembleCamGraph(nn.Module):
             score = score + weight * member_score
             probs = member_probs if probs is None else probs + member_probs
             cam = member_cam if cam is None else cam + member_cam
-        return score, probs / len(self.members), cam
+        outputs = (score, probs / len(self.members), cam)
+        return outputs if self.ood is None else (*outputs, self.ood(torch.cat(pooled, dim=1)))

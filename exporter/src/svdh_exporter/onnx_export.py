@@ -25,6 +25,8 @@ from . import __version__
 
 OPSET = 18
 OUTPUT_NAMES = ["score", "severity_probs", "cam"]
+GATE_OUTPUT = "ood_distance"
+GATE_TOLERANCE = 1e-3  # relative
 TRACE_BATCH = 2  # a batch of at least 2 keeps the batch axis dynamic
 SCORE_TOLERANCE = 1e-3
 PROBS_TOLERANCE = 1e-4
@@ -39,7 +41,8 @@ def export_onnx(graph: Any, example: Any, path: Path, log: Callable[[str], None]
     """Write ``graph`` (a torch module) as ONNX with a dynamic batch axis."""
     import torch
 
-    kwargs = dict(input_names=["image"], output_names=OUTPUT_NAMES, opset_version=OPSET)
+    names = [*OUTPUT_NAMES, GATE_OUTPUT] if getattr(graph, "ood", None) is not None else OUTPUT_NAMES
+    kwargs = dict(input_names=["image"], output_names=names, opset_version=OPSET)
     try:
         torch.onnx.export(
             graph,
@@ -53,7 +56,7 @@ def export_onnx(graph: Any, example: Any, path: Path, log: Callable[[str], None]
         )
     except Exception as exc:  # fall back to the TorchScript exporter, which handles some graphs dynamo cannot
         log(f"dynamo export failed ({type(exc).__name__}); retrying with the TorchScript exporter")
-        axes = {name: {0: "batch"} for name in ["image", *OUTPUT_NAMES]}
+        axes = {name: {0: "batch"} for name in ["image", *names]}
         torch.onnx.export(graph, (example,), str(path), dynamic_axes=axes, dynamo=False, **kwargs)
 
 
@@ -72,9 +75,29 @@ def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> di
     a, b = got["cam"].reshape(len(inputs), -1), want[2].reshape(len(inputs), -1)
     correlations = [1.0 if np.allclose(x, y, atol=1e-6) else float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)]
     report = {"max_score_diff": score_diff, "max_probs_diff": probs_diff, "min_cam_correlation": min(correlations)}
-    if score_diff > SCORE_TOLERANCE or probs_diff > PROBS_TOLERANCE or min(correlations) < MIN_CAM_CORRELATION:
+    gate_diff = 0.0
+    if len(want) > 3:
+        if GATE_OUTPUT not in got:
+            raise ExportError(f"the exported graph lacks the {GATE_OUTPUT} output")
+        gate_diff = float((np.abs(got[GATE_OUTPUT] - want[3]) / np.maximum(np.abs(want[3]), 1e-6)).max())
+        report["max_gate_relative_diff"] = gate_diff
+    if (
+        score_diff > SCORE_TOLERANCE
+        or probs_diff > PROBS_TOLERANCE
+        or min(correlations) < MIN_CAM_CORRELATION
+        or gate_diff > GATE_TOLERANCE
+    ):
         raise ExportError(f"ONNX Runtime does not reproduce the torch model: {report}")
     return report
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """Where the input gate is fitted (training radiographs) and calibrated (other radiographs)."""
+
+    fit_folder: Path
+    calibration_folder: Path | None = None  # default: a held-back fifth of the fit folder
+    max_images: int = 2000
 
 
 @dataclass(frozen=True)
@@ -184,9 +207,12 @@ def export_bundle(
     name: str | None = None,
     version: str | None = None,
     force: bool = False,
+    gate: GateOptions | None = None,
     log: Callable[[str], None] = print,
 ) -> Manifest:
-    """Export a checkpoint or an ensemble folder to the bundle directory ``out``; returns its manifest."""
+    """Export a checkpoint or an ensemble folder to the bundle directory ``out``; returns its manifest.
+
+    With ``gate``, an input gate (:mod:`svdh_exporter.ood`) is fitted and computed in the graph."""
     import onnx
     import torch
 
@@ -197,6 +223,12 @@ def export_bundle(
         raise BundleError(f"{out}: already exists; choose another --out or pass --force to replace it")
     origin = ensemble_source(source) if is_ensemble(source) else checkpoint_source(source)
     spec = origin.preprocessing
+    fitted = None
+    if gate is not None:
+        from .ood import fit_gate
+
+        fitted = fit_gate(origin.graph, spec, gate.fit_folder, gate.calibration_folder, gate.max_images, log)
+        origin.graph.ood = fitted.module
     rng = np.random.default_rng(0)
     example = torch.from_numpy(rng.standard_normal((TRACE_BATCH, 1, spec.height, spec.width), dtype=np.float32))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +256,8 @@ def export_bundle(
                 cam_height=int(cam_shape[1]),
                 cam_width=int(cam_shape[2]),
                 cam_method=origin.cam_method,
+                ood_threshold=fitted.threshold if fitted else 0.0,
+                ood_method=fitted.record["method"] if fitted else "",
             ),
             members=origin.members,
             files={MODEL_FILE: sha256_file(model_path)},
@@ -235,6 +269,7 @@ def export_bundle(
                 "onnx": onnx.__version__,
                 "opset": OPSET,
                 "export_check": agreement,
+                **({"input_gate": fitted.record} if fitted else {}),
             },
         )
         manifest.write(staging / MANIFEST_NAME)

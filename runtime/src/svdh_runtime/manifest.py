@@ -95,7 +95,11 @@ def validate_severity_classes(classes: tuple[SeverityClass, ...]) -> None:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What the graph returns: ``score[N]``, ``severity_probs[N, K]``, ``cam[N, h, w]``."""
+    """What the graph returns: ``score[N]``, ``severity_probs[N, K]``, ``cam[N, h, w]``, optionally ``ood_distance[N]``.
+
+    With ``ood_threshold`` > 0 the graph also returns ``ood_distance``: images
+    beyond the threshold are rejected as unlike the training radiographs.
+    """
 
     severity_classes: tuple[SeverityClass, ...] = DEFAULT_SEVERITY_CLASSES
     score_min: float = SCORE_MIN
@@ -103,10 +107,13 @@ class OutputSpec:
     cam_height: int = 0
     cam_width: int = 0
     cam_method: str = "grad-cam (raw, ReLU of gradient-weighted feature maps; not normalised)"
+    ood_threshold: float = 0.0  # 0: the bundle has no input gate
+    ood_method: str = ""
 
     def __post_init__(self) -> None:
         validate_severity_classes(self.severity_classes)
         _require(self.score_min < self.score_max, "outputs.score_min must be < score_max")
+        _require(self.ood_threshold >= 0, "outputs.ood_threshold must be >= 0")
 
     @property
     def severity_names(self) -> tuple[str, ...]:

@@ -27,6 +27,11 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
                 "probabilities": {k: round(v, 5) for k, v in p.probabilities.items()},
             },
         )
+    if result.ood_distance is not None:
+        record["input_gate"] = {
+            "distance": round(result.ood_distance, 4),
+            "threshold": manifest.outputs.ood_threshold,
+        }
     if result.meta is not None and result.meta.sop_instance_uid:
         record["sop_instance_uid"] = result.meta.sop_instance_uid
     if result.meta is not None and result.meta.patient is not None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .backends import Backend
 from .bundle import Bundle
-from .errors import InputError
+from .errors import BackendError, InputError
 from .imageio import ImageMeta, LoadedImage, read_image
 from .manifest import Manifest
 from .preprocess import Prepared, prepare
@@ -33,13 +33,14 @@ class ScoreResult:
     """Everything known about one input after scoring (or failing to)."""
 
     source: str
-    status: str  # "ok" or "error"
+    status: str  # "ok", "error" (unreadable or refused input) or "rejected" (failed the input gate)
     reason: str | None = None
     prediction: Prediction | None = None
     meta: ImageMeta | None = None
     image: LoadedImage | None = None
     prepared: Prepared | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood_distance: float | None = None  # the input gate's distance, when the bundle has one
 
 
 def interpret(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[Prediction]:
@@ -60,6 +61,22 @@ def interpret(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[Predic
             )
         )
     return predictions
+
+
+def gate(outputs: dict[str, np.ndarray], manifest: Manifest) -> tuple[float, str | None] | None:
+    """The input gate of a one-image batch: (distance, reason to reject or None); None without a gate."""
+    threshold = manifest.outputs.ood_threshold
+    if threshold <= 0:
+        return None
+    if "ood_distance" not in outputs:
+        raise BackendError("the manifest sets an input gate but the model has no ood_distance output")
+    distance = float(outputs["ood_distance"][0])
+    if distance <= threshold:  # also false for NaN: an image the gate cannot measure is not scored
+        return distance, None
+    return distance, (
+        f"the image is unlike the hand radiographs the model was trained on "
+        f"(input-gate distance {distance:.2f} > threshold {threshold:.2f})"
+    )
 
 
 class Scorer:
@@ -96,6 +113,12 @@ class Scorer:
         started = time.perf_counter()
         outputs = self.backend.infer(result.prepared.canvas[None, None])
         result.timings_ms["inference"] = _ms(time.perf_counter() - started)
+        rejection = gate(outputs, self.bundle.manifest)
+        if rejection is not None:
+            result.ood_distance, reason = rejection
+            if reason is not None:
+                result.status, result.reason = "rejected", f"{result.source}: not scored: {reason}"
+                return result
         result.prediction = interpret(outputs, self.bundle.manifest)[0]
         result.status = "ok"
         return result

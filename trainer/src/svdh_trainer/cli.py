@@ -148,6 +148,46 @@ def evaluate(
         record_metrics(model, record, metrics)
 
 
+@app.command("gate-check")
+def gate_check(
+    hands: Annotated[list[Path], typer.Argument(help="Folders of hand radiographs (e.g. held-out phantoms).")],
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle (default: the shipped one).")] = None,
+    record: Annotated[bool, typer.Option(help="Also store the result in the bundle manifest (input_gate).")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Write the table as markdown to this file.")] = None,
+) -> None:
+    """Measure the bundle's input gate: hand radiographs accepted, non-hand images (pydicom's CT/MR/US test
+    files, photographs, noise, a blank film, shapes) rejected; prints a table."""
+    from svdh_runtime.bundle import load_bundle
+
+    from .evaluate import record_metrics
+    from .gate_check import check_gate, gate_table, hand_images, non_hand_images
+
+    bundle = load_bundle(model)
+    probes = [*hand_images(hands), *non_hand_images()]
+    bar = _bar(range(len(probes)), desc="gate-check")
+    check = check_gate(bundle, probes, progress=lambda _: bar.update(1))
+    bar.close()
+    table = gate_table(check, bundle.manifest.outputs.ood_threshold)
+    print("\n".join(table))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("# Input gate\n\n" + "\n".join(table) + "\n", encoding="utf-8")
+    if record:
+        if model is None:
+            raise typer.BadParameter("--record needs --model", param_hint="--record")
+        hands_rejected, others_rejected = check.rate(True), check.rate(False)
+        record_metrics(
+            model,
+            "input_gate",
+            {
+                "hand_radiographs_rejected": list(hands_rejected),
+                "non_hand_rejected": list(others_rejected),
+                "by_category": {k: list(v) for k, v in check.counts.items()},
+                "hand_folders": [str(h) for h in hands],
+            },
+        )
+
+
 def main() -> None:
     """Console entry point."""
     run_app(app, "svdh-train")

@@ -26,7 +26,9 @@ def evaluate_bundle(
     bootstrap: int = 1000,
     report_dir: Path | None = None,
 ) -> dict:
-    """Score every image of ``data`` with the bundle; return metrics (errors count as failures).
+    """Score every image of ``data`` with the bundle; return metrics over the scored images.
+
+    Unreadable images count as ``failures``, images the input gate turned away as ``rejected``.
 
     With ``report_dir``, also write a Markdown report with a scatter plot and a confusion matrix.
     """
@@ -35,11 +37,12 @@ def evaluate_bundle(
     data = Path(data)
     samples = read_dataset(data)
     joints = _joint_sites(data) if data.is_dir() else {}
-    preds, truths, classes, hits, failures = [], [], [], [], 0
+    preds, truths, classes, hits, failures, rejected = [], [], [], [], 0, 0
     for sample in progress(samples):
         result = scorer.score_file(sample.path)
         if result.status != "ok":
-            failures += 1
+            rejected += result.status == "rejected"
+            failures += result.status != "rejected"
             continue
         preds.append(result.prediction.score)
         classes.append(result.prediction.severity_index)
@@ -55,6 +58,7 @@ def evaluate_bundle(
         bootstrap=bootstrap,
     )
     metrics["failures"] = failures
+    metrics["rejected"] = rejected
     if hits:
         metrics["cam_pointing_game"] = {"images": len(hits), "hit_rate": round(float(np.mean(hits)), 4)}
     if report_dir is not None:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svdh_exporter.augment import augment_batch
 from svdh_exporter.checkpoint import WEIGHTS_NAME, save_checkpoint
 from svdh_exporter.model import ModelSpec, SvdhNet
 from svdh_runtime.bundle import sha256_file
 
 from . import __version__
-from .augment import augment_batch
 from .config import TrainConfig
 from .damage_map import damage_points, local_target, render_damage
 from .datasets import DatasetError, Sample, load_canvases, patient_split, read_dataset

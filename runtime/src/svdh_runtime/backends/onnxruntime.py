@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendError
-from .base import OUTPUT_NAMES
+from .base import OPTIONAL_OUTPUTS, OUTPUT_NAMES
 
 
 class OnnxRuntimeBackend:
@@ -30,16 +30,17 @@ class OnnxRuntimeBackend:
         missing = [n for n in OUTPUT_NAMES if n not in outputs]
         if missing:
             raise BackendError(f"model lacks output(s) {', '.join(missing)}; found {', '.join(outputs)}")
+        self._outputs = [*OUTPUT_NAMES, *(n for n in OPTIONAL_OUTPUTS if n in outputs)]
         self._input = self._session.get_inputs()[0].name
         provider = self._session.get_providers()[0]
         self.name = "onnxruntime-cuda" if provider == "CUDAExecutionProvider" else "onnxruntime-cpu"
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            values = self._session.run(list(OUTPUT_NAMES), {self._input: np.ascontiguousarray(batch, dtype=np.float32)})
+            values = self._session.run(self._outputs, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})
         except Exception as exc:
             raise BackendError(f"ONNX Runtime failed ({' '.join(str(exc).split())[:200]})") from None
-        return dict(zip(OUTPUT_NAMES, values))
+        return dict(zip(self._outputs, values))
 
     def close(self) -> None:
         self._session = None

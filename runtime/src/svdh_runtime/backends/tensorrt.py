@@ -14,7 +14,7 @@ import numpy as np
 
 from ..engines import DeviceInfo, EngineSidecar, version_tuple
 from ..errors import BackendError
-from .base import OUTPUT_NAMES
+from .base import OPTIONAL_OUTPUTS, OUTPUT_NAMES
 from .cuda import CudaMemory, GpuUnavailable, gpu_identity, open_cuda_memory
 
 MIN_TENSORRT = (10, 12)  # strongly typed networks and the name-based tensor API throughout
@@ -84,6 +84,7 @@ class TensorRTBackend:
                 f"engine has inputs {inputs} and outputs {outputs}; expected one image and {OUTPUT_NAMES}"
             )
         self._input = inputs[0]
+        self._outputs = [*OUTPUT_NAMES, *(n for n in OPTIONAL_OUTPUTS if n in outputs)]
         _, _, largest = self._engine.get_tensor_profile_shape(self._input, 0)
         self.max_batch = int(largest[0])
         self.item_shape = tuple(int(v) for v in largest[1:])
@@ -93,7 +94,7 @@ class TensorRTBackend:
         self._context.set_input_shape(self._input, (self.max_batch, *self.item_shape))
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, int] = {}
-        for name in [self._input, *OUTPUT_NAMES]:
+        for name in [self._input, *self._outputs]:
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
             shape = tuple(int(v) for v in self._context.get_tensor_shape(name))
             self._host[name] = self._memory.host_array(shape, dtype)
@@ -104,7 +105,7 @@ class TensorRTBackend:
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.item_shape:
             raise BackendError(f"engine expects images of shape {self.item_shape}, got {tuple(batch.shape[1:])}")
-        pieces: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+        pieces: dict[str, list[np.ndarray]] = {name: [] for name in self._outputs}
         for start in range(0, len(batch), self.max_batch):
             for name, values in self._run(batch[start : start + self.max_batch]).items():
                 pieces[name].append(values)
@@ -119,7 +120,7 @@ class TensorRTBackend:
         if not self._context.execute_async_v3(self._memory.stream_handle):
             raise BackendError("TensorRT failed to run the engine")
         shapes = {}
-        for name in OUTPUT_NAMES:
+        for name in self._outputs:
             shapes[name] = tuple(int(v) for v in self._context.get_tensor_shape(name))
             nbytes = int(np.prod(shapes[name])) * self._host[name].itemsize
             self._memory.to_host(self._host[name], self._device[name], nbytes)

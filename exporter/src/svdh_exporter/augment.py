@@ -1,4 +1,8 @@
-"""Batch augmentation on prepared canvases (torch): pose, intensity and noise."""
+"""Batch augmentation on prepared canvases (torch): pose, intensity and noise.
+
+The variation the trainer fits models under, and that the input gate is fitted
+under at export (so the gate accepts what the model was trained to handle).
+"""
 
 from __future__ import annotations
 
