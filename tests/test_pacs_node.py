@@ -167,7 +167,7 @@ def test_node_scores_every_image_and_sends_one_sr_and_one_sc_back(
     blank.SOPInstanceUID = blank.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     blank.PixelData = bytes(len(blank.PixelData))
     blank.save_as(blank_folder / "blank.dcm", enforce_file_format=True)
-    node = Node(tmp_path / "spool", receiver)
+    node = Node(tmp_path / "spool", receiver, None, "--log-level", "debug")
     try:
         assert subprocess.run([ECHOSCU, "-aec", "SVDH", "127.0.0.1", str(node.port)], timeout=30).returncode == 0
         for name, flag in (("uncompressed", None), ("jpeg-ls", "-xt"), ("jpeg2000", "-xv"), ("blank", None)):
@@ -191,7 +191,10 @@ def test_node_scores_every_image_and_sends_one_sr_and_one_sc_back(
         node.stop()
     status = run_cli("svdh-run", "status", "--spool", str(tmp_path / "spool"))
     assert status.returncode == 4 and "not running" in status.stderr
-    assert "Traceback" not in node.log.read_text()
+    log = node.log.read_text()
+    assert "Traceback" not in log and "DEBUG" in log
+    sent = [pydicom.dcmread(p, stop_before_pixels=True) for folder in sources.values() for p in folder.glob("*.dcm")]
+    assert all(str(ds.PatientID) not in log and str(ds.PatientName) not in log for ds in sent), "no patient data"
 
 
 def test_a_killed_node_resumes_without_losing_or_duplicating_anything(

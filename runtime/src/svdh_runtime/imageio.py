@@ -7,6 +7,7 @@ a DICOM image.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ _FASTEST_PLUGIN = {
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ""}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,17 @@ def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
         raise InputError(f"{path}: multi-frame image ({frames} frames); expected one radiograph")
     if not (0 < rows <= MAX_SIDE and 0 < columns <= MAX_SIDE) or rows * columns > MAX_PIXELS:
         raise InputError(f"{path}: image size {columns}x{rows} is outside the accepted range")
+    log.debug(
+        "%s: DICOM %s, %dx%d, %s, %s bits stored, modality %s, SOP Instance UID %s",
+        path,
+        getattr(ds.file_meta, "TransferSyntaxUID", None) and ds.file_meta.TransferSyntaxUID.name,
+        columns,
+        rows,
+        photometric,
+        ds.get("BitsStored", "?"),
+        modality,
+        ds.get("SOPInstanceUID", "?"),
+    )
     image = decoded_pixels(ds, path)
     if image.shape != (rows, columns):
         raise InputError(f"{path}: decoded pixels have shape {image.shape}, expected ({rows}, {columns})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from .errors import BackendError, InputError
 from .imageio import ImageMeta, LoadedImage, read_image
 from .manifest import Manifest
 from .preprocess import Prepared, prepare
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,12 @@ class Scorer:
         outputs = self.backend.infer(result.prepared.canvas[None, None])
         result.timings_ms["inference"] = _ms(time.perf_counter() - started)
         rejection = gate(outputs, self.bundle.manifest)
+        log.debug(
+            "%s: timings %s ms, input-gate distance %s",
+            result.source,
+            result.timings_ms,
+            None if rejection is None else round(rejection[0], 3),
+        )
         if rejection is not None:
             result.ood_distance, reason = rejection
             if reason is not None:

@@ -14,6 +14,7 @@ node stopped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -29,6 +30,7 @@ from ..errors import InputError, MissingDependencyError, SvdhError
 from ..files import atomic_write_bytes, atomic_write_text
 from .spool import Spool, item_key
 
+log = logging.getLogger(__name__)
 IMAGE_STORAGE = (
     "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
     "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
@@ -129,6 +131,7 @@ class PacsNode:
     # -- receiving -----------------------------------------------------------------------------------------
     def _on_store(self, event: Any) -> int:
         key = item_key(str(event.request.AffectedSOPInstanceUID))
+        log.debug("C-STORE %s from %s", key, getattr(event.assoc.requestor, "ae_title", "?"))
         if self.spool.state_of(key) is not None:
             return self._duplicate(key)
         busy = self.spool.refusal()
