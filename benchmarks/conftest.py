@@ -24,3 +24,21 @@ def bundle() -> Bundle:
 def canvas(bundle: Bundle) -> np.ndarray:
     """The sample, prepared: ``[1, 1, H, W]`` float32."""
     return prepare(read_image(SAMPLE).pixels, bundle.manifest.preprocessing).canvas[None, None]
+
+
+@pytest.fixture(scope="session")
+def sample_jpeg2000(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample resampled to a 2500x2000 detector and stored as JPEG 2000 lossless (12-16 bit)."""
+    import pydicom
+    from PIL import Image
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = pydicom.dcmread(SAMPLE)
+    stored = ds.pixel_array.astype(np.float32)
+    big = np.asarray(Image.fromarray(stored, mode="F").resize((2500, 2000), Image.Resampling.BILINEAR))
+    ds.PixelData = np.clip(np.round(big), 0, 2 ** int(ds.BitsStored) - 1).astype(np.uint16).tobytes()
+    ds.Rows, ds.Columns = 2000, 2500
+    ds.compress(JPEG2000Lossless)
+    path = tmp_path_factory.mktemp("jpeg2000") / "sample-2500x2000-j2k.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path

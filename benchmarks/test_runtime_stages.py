@@ -53,8 +53,8 @@ def test_warm_end_to_end(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
     benchmark(scorer.score_file, SAMPLE)
 
 
-def _cold(benchmark, *arguments: str) -> None:  # noqa: ANN001
-    command = [sys.executable, "-m", "svdh_runtime", str(SAMPLE), *arguments]
+def _cold(benchmark, *arguments: str, image: Path = SAMPLE) -> None:  # noqa: ANN001
+    command = [sys.executable, "-m", "svdh_runtime", str(image), *arguments]
     benchmark.pedantic(
         lambda: subprocess.run(command, check=True, capture_output=True), rounds=7, iterations=1, warmup_rounds=1
     )
@@ -68,3 +68,8 @@ def test_cold_process(benchmark) -> None:  # noqa: ANN001
 def test_cold_process_with_outputs(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
     """The same with ``--out``: overlay PNG, JSON, results log, summary and HTML report written too."""
     _cold(benchmark, "--out", str(tmp_path), "--rescore")
+
+
+def test_cold_process_jpeg2000(benchmark, sample_jpeg2000: Path) -> None:  # noqa: ANN001
+    """``svdh-run`` on a 2500x2000 JPEG 2000 lossless DICOM (decoded at resolution level 1)."""
+    _cold(benchmark, image=sample_jpeg2000)

@@ -198,8 +198,8 @@ def test_compressed_and_big_endian_twins_decode_to_the_same_pixels(name: str) ->
     from svdh_runtime.imageio import decoded_pixels
 
     folder = Path(pydicom.__file__).parent / "data" / "test_files"
-    reference = decoded_pixels(pydicom.dcmread(folder / "MR_small.dcm"), folder / "MR_small.dcm")
-    twin = decoded_pixels(pydicom.dcmread(folder / name), folder / name)
+    reference, _ = decoded_pixels(pydicom.dcmread(folder / "MR_small.dcm"), folder / "MR_small.dcm")
+    twin, _ = decoded_pixels(pydicom.dcmread(folder / name), folder / name)
     np.testing.assert_array_equal(twin, reference)
 
 

@@ -26,6 +26,7 @@ from .errors import ExitCode
 if TYPE_CHECKING:
     import PIL.Image
 
+    from .backends import Backend
     from .batch import ResultsLog
     from .bundle import Bundle
     from .scoring import ScoreResult
@@ -120,26 +121,11 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from .backends import select_backend
     from .batch import RESULTS_NAME, Progress, ResultsLog, discover, input_key, write_summary
     from .bundle import load_bundle
     from .scoring import Scorer
 
     bundle = load_bundle(model)
-    selection = select_backend(options.backend, bundle, threads=options.threads)
-    if options.build_engine and selection.backend.name != "tensorrt":
-        from .engine_builds import build_engine_for
-
-        err(f"no usable TensorRT engine ({selection.reason}); building one")
-        selection.backend.close()
-        build_engine_for(bundle.path)
-        selection = select_backend("tensorrt", load_bundle(model), threads=options.threads)
-    backend = selection.backend
-    scorer = Scorer(bundle, backend, include_phi=options.include_phi)
-    err(
-        f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) "
-        f"on {backend.name} ({selection.reason})"
-    )
     out = options.out
     paths, empty_folders = discover(images, exclude=out)
     for folder in empty_folders:
@@ -152,15 +138,17 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
             err(f"{len(done)} input(s) already scored in {log.path}; skipped (--rescore scores them again)")
         paths = [p for p in paths if input_key(p) not in done]
     used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
-    progress = Progress(len(paths))
+    scorer = Scorer(bundle, None, include_phi=options.include_phi)
     failures = 0
-    with ThreadPoolExecutor(max_workers=2) as readers:  # decode ahead while the model runs
+    with ThreadPoolExecutor(max_workers=2) as readers:  # decode ahead while the model loads and runs
         pending: deque = deque()
         queue = iter(paths)
         for path in queue:
             pending.append((path, time.perf_counter(), readers.submit(scorer.prepare_file, path)))
             if len(pending) >= 4:
                 break
+        scorer.backend = backend = _open_backend(bundle, model, options)
+        progress = Progress(len(paths))
         while pending:
             path, started, future = pending.popleft()
             next_path = next(queue, None)
@@ -174,6 +162,26 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     if log is not None:
         write_summary(log.records.values(), out)
     return int(ExitCode.INPUT if failures or empty_folders else ExitCode.OK)
+
+
+def _open_backend(bundle: Bundle, model: Path | None, options: RunOptions) -> Backend:
+    """The backend asked for (building a TensorRT engine first with --build-engine); says which in one line."""
+    from .backends import select_backend
+    from .bundle import load_bundle
+
+    selection = select_backend(options.backend, bundle, threads=options.threads)
+    if options.build_engine and selection.backend.name != "tensorrt":
+        from .engine_builds import build_engine_for
+
+        err(f"no usable TensorRT engine ({selection.reason}); building one")
+        selection.backend.close()
+        build_engine_for(bundle.path)
+        selection = select_backend("tensorrt", load_bundle(model), threads=options.threads)
+    err(
+        f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) "
+        f"on {selection.backend.name} ({selection.reason})"
+    )
+    return selection.backend
 
 
 def _report(

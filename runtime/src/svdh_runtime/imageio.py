@@ -53,14 +53,22 @@ PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
 
 @dataclass(frozen=True)
 class LoadedImage:
-    pixels: np.ndarray  # float32 [rows, columns], bone bright
+    pixels: np.ndarray  # float32, bone bright: [rows, columns] / 2**reduction
     meta: ImageMeta
+    reduction: int = 0  # JPEG 2000 decoded at resolution level 1/2**reduction (see svdh_runtime.jpeg2000)
+
+    @property
+    def full_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the image at full resolution."""
+        return (self.meta.rows, self.meta.columns)
 
 
-def read_image(path: Path, include_phi: bool = False) -> LoadedImage:
+def read_image(path: Path, include_phi: bool = False, needed: tuple[int, int] | None = None) -> LoadedImage:
     """Read any supported file, choosing the reader by content, not by name.
 
     Patient name, ID and birth date are read only when ``include_phi`` is set.
+    ``needed`` (height, width) is the most pixels the caller will use: a JPEG 2000
+    DICOM much larger than that is decoded at a reduced resolution level.
     """
     path = Path(path)
     try:
@@ -77,11 +85,11 @@ def read_image(path: Path, include_phi: bool = False) -> LoadedImage:
     if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
         return _read_pillow(path)
     if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
-        return read_dicom(path, include_phi)
+        return read_dicom(path, include_phi, needed)
     raise InputError(f"{path}: not a DICOM, PNG or JPEG file")
 
 
-def read_dicom(path: Path, include_phi: bool = False) -> LoadedImage:
+def read_dicom(path: Path, include_phi: bool = False, needed: tuple[int, int] | None = None) -> LoadedImage:
     """Read a single-frame greyscale radiograph: modality LUT, VOI LUT, then MONOCHROME1 inverted.
 
     pydicom's warnings about non-conformant files are silenced here: a file
@@ -90,7 +98,7 @@ def read_dicom(path: Path, include_phi: bool = False) -> LoadedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return _read_dicom(path, include_phi)
+            return _read_dicom(path, include_phi, needed)
         except InputError:
             raise
         except Exception as exc:  # pydicom parses elements lazily: damage can surface on any access
@@ -108,7 +116,7 @@ def _header_int(ds: object, keyword: str, default: int) -> int:
         raise InputError(f"invalid {keyword} value {str(value)[:20]!r}") from None
 
 
-def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
+def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = None) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -152,9 +160,10 @@ def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
         modality,
         ds.get("SOPInstanceUID", "?"),
     )
-    image = decoded_pixels(ds, path)
-    if image.shape != (rows, columns):
-        raise InputError(f"{path}: decoded pixels have shape {image.shape}, expected ({rows}, {columns})")
+    image, reduction = decoded_pixels(ds, path, needed)
+    expected = (-(-rows // 2**reduction), -(-columns // 2**reduction))
+    if image.shape != expected:
+        raise InputError(f"{path}: decoded pixels have shape {image.shape}, expected {expected}")
     try:
         meta = ImageMeta(
             format="dicom",
@@ -168,22 +177,37 @@ def _read_dicom(path: Path, include_phi: bool) -> LoadedImage:
         )
     except Exception as exc:
         raise InputError(f"{path}: damaged DICOM header ({_one_line(exc)})") from None
-    return LoadedImage(image, meta)
+    return LoadedImage(image, meta, reduction)
 
 
-def decoded_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:  # noqa: F821
-    """Pixels as float32, bone bright: decode (fastest installed plugin), modality LUT, VOI LUT, MONOCHROME1 inverted."""
+def decoded_pixels(
+    ds: pydicom.Dataset,  # noqa: F821
+    path: Path,
+    needed: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Pixels as float32, bone bright, and their reduction level: decode (fastest installed plugin, or a
+    reduced JPEG 2000 resolution level when ``needed`` is far smaller), modality LUT, VOI LUT, MONOCHROME1
+    inverted."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    from .jpeg2000 import JPEG2000_SYNTAXES, decode_reduced, reduction_level
+
     _choose_decoder(ds, path)
+    stored, reduction = None, 0
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    if needed is not None and syntax in JPEG2000_SYNTAXES:
+        level = reduction_level(int(ds.Rows), int(ds.Columns), needed)
+        stored = decode_reduced(ds, level) if level else None
+        reduction = level if stored is not None else 0
     try:
-        image = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+        stored = ds.pixel_array if stored is None else stored
+        image = apply_voi_lut(apply_modality_lut(stored, ds), ds)
     except Exception as exc:
         raise InputError(f"{path}: pixel data cannot be decoded ({_one_line(exc)})") from None
     image = np.asarray(image, dtype=np.float32)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         image = np.float32(image.max()) - image
-    return image
+    return image, reduction
 
 
 def _choose_decoder(ds: pydicom.Dataset, path: Path) -> None:  # noqa: F821

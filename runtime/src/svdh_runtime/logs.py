@@ -2,8 +2,9 @@
 
 svdh's own messages name images by path and SOP Instance UID, never by
 patient. pydicom, pynetdicom and highdicom can print whole data elements
-(patient name, ID, birth date) at debug level, so their loggers stay at
-WARNING unless the user opted into patient data with ``--include-phi``.
+(patient name, ID, birth date) at debug level, and their error records carry
+tracebacks where svdh prints one line: their messages are shown only when the
+user opted into patient data with ``--include-phi``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def configure(level: str = "warning", include_phi: bool = False) -> None:
     ours.propagate = False
     for name in THIRD_PARTY:
         other = logging.getLogger(name)
-        other.handlers[:] = [handler]
-        other.setLevel(numeric if include_phi else max(numeric, logging.WARNING))
         other.propagate = False
+        if include_phi:
+            other.handlers[:] = [handler]
+            other.setLevel(numeric)
+        else:
+            other.handlers[:] = [logging.NullHandler()]

@@ -41,8 +41,14 @@ def fit_size(height: int, width: int, spec: Preprocessing) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear") -> np.ndarray:
-    """Antialiased resize of a float image with Pillow (float32 in, float32 out)."""
+def resize(
+    image: np.ndarray,
+    height: int,
+    width: int,
+    method: str = "bilinear",
+    box: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
+    """Antialiased resize of a float image (or of its ``box`` region) with Pillow (float32 in, float32 out)."""
     from PIL import Image
 
     filters = {
@@ -51,7 +57,7 @@ def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear")
         "box": Image.Resampling.BOX,
     }
     pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
-    return np.asarray(pil.resize((width, height), filters[method]), dtype=np.float32)
+    return np.asarray(pil.resize((width, height), filters[method], box=box), dtype=np.float32)
 
 
 def normalise_intensity(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
@@ -62,16 +68,43 @@ def normalise_intensity(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
-def prepare(image: np.ndarray, spec: Preprocessing) -> Prepared:
-    """Turn a bone-bright 2-D image into the standardised model canvas."""
+def _reduced_region(image: np.ndarray, full_shape: tuple[int, int], reduction: int) -> tuple[np.ndarray, tuple]:
+    """The image padded by one edge pixel, and the region of it that covers the full-resolution image.
+
+    Sample k of a JPEG 2000 level-r band sits at full-resolution position 2^r k,
+    so the full image's extent [0, W) is [0.5 - 0.5 / 2^r, W / 2^r + 0.5 - 0.5 / 2^r)
+    in band pixels (shifted by one for the padding).
+    """
+    scale = 2.0**reduction
+    offset = 1.0 + 0.5 * (1.0 - 1.0 / scale)
+    rows, columns = full_shape
+    padded = np.pad(image, 1, mode="edge")
+    return padded, (offset, offset, offset + columns / scale, offset + rows / scale)
+
+
+def prepare(
+    image: np.ndarray, spec: Preprocessing, reduction: int = 0, full_shape: tuple[int, int] | None = None
+) -> Prepared:
+    """Turn a bone-bright 2-D image into the standardised model canvas.
+
+    ``reduction``: the image is a JPEG 2000 resolution level, 1/2^reduction of
+    ``full_shape`` (see :mod:`svdh_runtime.jpeg2000`); the canvas is then the
+    one the full image would give, up to the band's filtering.
+    """
     if image.ndim != 2:
         raise InputError(f"expected a 2-D greyscale image, found shape {image.shape}")
     if min(image.shape) < _MIN_SIDE:
         raise InputError(f"image is too small ({image.shape[1]}x{image.shape[0]} pixels)")
     if not np.all(np.isfinite(image)):
         raise InputError("image holds non-finite pixel values")
-    height, width = fit_size(*image.shape, spec)
-    small = normalise_intensity(resize(image, height, width, spec.resample), spec)
+    if reduction:
+        full_shape = full_shape or (image.shape[0] * 2**reduction, image.shape[1] * 2**reduction)
+        height, width = fit_size(*full_shape, spec)
+        padded, region = _reduced_region(image, full_shape, reduction)
+        small = normalise_intensity(resize(padded, height, width, spec.resample, box=region), spec)
+    else:
+        height, width = fit_size(*image.shape, spec)
+        small = normalise_intensity(resize(image, height, width, spec.resample), spec)
     canvas = np.full((spec.height, spec.width), spec.pad_value, dtype=np.float32)
     top, left = (spec.height - height) // 2, (spec.width - width) // 2
     canvas[top : top + height, left : left + width] = small

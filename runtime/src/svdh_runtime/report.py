@@ -32,6 +32,8 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
             "distance": round(result.ood_distance, 4),
             "threshold": manifest.outputs.ood_threshold,
         }
+    if result.image is not None and result.image.reduction:
+        record["jpeg2000_resolution_level"] = result.image.reduction  # decoded at 1/2**level size
     if result.meta is not None and result.meta.sop_instance_uid:
         record["sop_instance_uid"] = result.meta.sop_instance_uid
     if result.meta is not None and result.meta.patient is not None:

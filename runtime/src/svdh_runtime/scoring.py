@@ -85,7 +85,8 @@ def gate(outputs: dict[str, np.ndarray], manifest: Manifest) -> tuple[float, str
 class Scorer:
     """Scores files one at a time; a bad file gives an ``error`` result, never an exception."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, include_phi: bool = False) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend | None, include_phi: bool = False) -> None:
+        """``backend`` may be set later: reading and preparing need only the bundle."""
         self.bundle = bundle
         self.backend = backend
         self.include_phi = include_phi
@@ -99,10 +100,11 @@ class Scorer:
         result = ScoreResult(source=str(path), status="error")
         started = time.perf_counter()
         try:
-            image = read_image(Path(path), include_phi=self.include_phi)
+            spec = self.bundle.manifest.preprocessing
+            image = read_image(Path(path), include_phi=self.include_phi, needed=(spec.height, spec.width))
             result.image, result.meta = image, image.meta
             read_done = time.perf_counter()
-            result.prepared = prepare(image.pixels, self.bundle.manifest.preprocessing)
+            result.prepared = prepare(image.pixels, spec, image.reduction, image.full_shape)
         except InputError as exc:
             result.reason = str(exc)
             return result

@@ -86,7 +86,7 @@ def _joint_sites(data: Path) -> dict[str, list[dict]]:
 
 def _peak_hits(result: ScoreResult, spec: Preprocessing, damaged: list[dict]) -> bool:
     """Pointing game: does the CAM's peak fall within the radius of a damaged joint?"""
-    x, y = cam_peak(result.prediction.cam, spec, result.prepared.box, result.image.pixels.shape)
+    x, y = cam_peak(result.prediction.cam, spec, result.prepared.box, result.image.full_shape)
     return any(np.hypot(x - j["x"], y - j["y"]) <= j["radius"] for j in damaged)
 
 
