@@ -62,8 +62,8 @@ def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
 class Receiver:
     """dcmtk's storescp, standing in for the PACS that receives the results."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder, self.port = folder, port or _free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [STORESCP, "--output-directory", str(folder), "-aet", "RECV", str(self.port)],
@@ -253,3 +253,25 @@ def test_full_queue_refuses_with_out_of_resources_and_keeps_what_it_took(
     finally:
         node.stop()
     assert os.listdir(receiver.folder) == []
+
+
+def test_results_wait_in_the_spool_while_the_destination_is_down(phantoms: Path, tmp_path: Path) -> None:
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copy(sorted((phantoms / "images").glob("*.dcm"))[0], batch / "one.dcm")
+    destination = Receiver.__new__(Receiver)  # not listening yet: only its address
+    destination.folder, destination.port = tmp_path / "received", _free_port()
+    node = Node(tmp_path / "spool", destination)
+    status_file = tmp_path / "spool" / "status.json"
+    try:
+        assert node.send(batch).returncode == 0
+        _wait(lambda: json.loads(status_file.read_text())["undelivered"] == 1, 60, "a failed delivery")
+        assert "not delivered" in json.loads(status_file.read_text())["last_error"]
+        receiver = Receiver(tmp_path / "received", destination.port)
+        try:
+            _wait(lambda: len(receiver.files()) == 2, 60, "the retried delivery")
+            _wait(lambda: json.loads(status_file.read_text())["done"] == 1, 10, "the item to finish")
+        finally:
+            receiver.stop()
+    finally:
+        node.stop()

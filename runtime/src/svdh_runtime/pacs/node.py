@@ -259,11 +259,8 @@ class PacsNode:
         if self.options.forward is not None and not delivered.get("forward"):
             try:
                 self._send(files)
-            except (DeliveryError, OSError, RuntimeError) as exc:
-                retry = self._retries.setdefault(key, _Retry())
-                retry.due, retry.delay = time.monotonic() + retry.delay, min(retry.delay * 2, RETRY_MAX_S)
-                self.last_error = str(exc)
-                self.log(f"{key}: results not delivered ({exc}); retrying in {retry.delay / 2:.0f} s")
+            except Exception as exc:  # network, peer refusals, codec mismatches: all retried later
+                self._retry_later(key, f"results not delivered ({' '.join(str(exc).split())[:160]})")
                 return False
             delivered["forward"] = True
             self.spool.write_result(key, record)
@@ -272,16 +269,29 @@ class PacsNode:
         self.stats["delivered"] += 1
         return True
 
+    def _retry_later(self, key: str, why: str) -> None:
+        retry = self._retries.setdefault(key, _Retry())
+        wait = retry.delay
+        retry.due, retry.delay = time.monotonic() + wait, min(wait * 2, RETRY_MAX_S)
+        self.last_error = f"{key}: {why}"
+        self.log(f"{key}: {why}; retrying in {wait:.0f} s")
+
     def _process(self, key: str) -> None:
+        """Score (unless scored before) and deliver one item; no failure stops the worker."""
         try:
             record = self.spool.read_result(key)
             if record is None:
                 record = self._score(key)
             if record is not None:
                 self._deliver(key, record)
-        except OSError as exc:
-            self.last_error = f"{key}: {exc.strerror or exc}"
-            self.log(f"{key}: left in the queue after a disk error ({exc.strerror or exc})")
+        except OSError as exc:  # the spool's disk: keep the item, try again later
+            self._retry_later(key, f"left in the queue after a disk error ({exc.strerror or exc})")
+        except Exception as exc:  # anything else is about this image: keep it under failed/ with the reason
+            reason = f"could not be processed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+            try:
+                self._refuse(key, reason)
+            except OSError:
+                self._retry_later(key, reason)
         try:
             self._write_status()
         except OSError:
