@@ -3,9 +3,11 @@
     python3 benchmarks/gate.py                 # run benchmarks/, write benchmarks/results/, check the rules
     python3 benchmarks/gate.py --check F [F..] # only check existing pytest-benchmark JSON files
 
-Rules (medians):
-  * warm end-to-end per image <= 1.2 x (read + preprocess + bare backend call, each measured alone);
-  * a cold whole-process ``svdh-run sample.dcm`` <= 1.0 s (the product promise on a 2-core CPU; the
+Rules:
+  * warm end-to-end per image <= 1.2 x (read + preprocess + bare backend call, each measured alone), on the
+    fastest round of each (interference from other work on the machine only ever adds time, so minima give
+    the intrinsic overhead; medians swung from 0.81 to 1.09 with a test suite running beside the benchmarks);
+  * (medians from here on) a cold whole-process ``svdh-run sample.dcm`` <= 1.0 s (the product promise on a 2-core CPU; the
     run with ``--out``, which also writes the overlay and reports, is measured and shown, not gated);
   * a cold ``svdh-run`` of a 2500x2000 JPEG 2000 lossless DICOM <= 1.0 s;
   * where a GPU and a TensorRT engine are present: TensorRT FP16 batch-1 model time
@@ -33,22 +35,23 @@ MAX_COLD_S = 1.0
 MAX_TENSORRT_VS_TORCH = 0.5
 
 
-def medians(paths: list[Path]) -> dict[str, float]:
-    """Median seconds per benchmark name over the given pytest-benchmark files."""
+def statistic(paths: list[Path], name: str = "median") -> dict[str, float]:
+    """Seconds per benchmark name (``median`` or ``min`` of its rounds) over the given pytest-benchmark files."""
     times = {}
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
-        times.update({b["name"]: float(b["stats"]["median"]) for b in data["benchmarks"]})
+        times.update({b["name"]: float(b["stats"][name]) for b in data["benchmarks"]})
     return times
 
 
-def check(times: dict[str, float]) -> list[tuple[str, float, float, bool]]:
-    """(rule, measured, limit, passed) for every rule whose benchmarks ran."""
+def check(times: dict[str, float], fastest: dict[str, float] | None = None) -> list[tuple[str, float, float, bool]]:
+    """(rule, measured, limit, passed) for every rule whose benchmarks ran (``fastest``: minima, for the overhead)."""
     rules = []
+    fastest = fastest or times
     stages = ("test_read_dicom", "test_preprocess", "test_inference_batch1", "test_warm_end_to_end")
-    if all(name in times for name in stages):
-        parts = times["test_read_dicom"] + times["test_preprocess"] + times["test_inference_batch1"]
-        overhead = times["test_warm_end_to_end"] / parts
+    if all(name in fastest for name in stages):
+        parts = fastest["test_read_dicom"] + fastest["test_preprocess"] + fastest["test_inference_batch1"]
+        overhead = fastest["test_warm_end_to_end"] / parts
         rules.append(("warm end-to-end / (read + preprocess + backend)", overhead, MAX_OVERHEAD))
     if "test_cold_process" in times:
         rules.append(("cold svdh-run sample.dcm (s)", times["test_cold_process"], MAX_COLD_S))
@@ -94,11 +97,11 @@ def main() -> int:
     parser.add_argument("--check", type=Path, nargs="+", help="check these pytest-benchmark JSON files instead")
     args = parser.parse_args()
     paths = args.check or run_suites()
-    times = medians(paths)
+    times, fastest = statistic(paths, "median"), statistic(paths, "min")
     stage_times = {k.removeprefix("test_"): round(v * 1000, 2) for k, v in times.items() if "[" not in k}
     print("stage medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stage_times.items()))
     print("\n".join(backend_table(times)))
-    results = check(times)
+    results = check(times, fastest)
     failed = False
     for rule, value, limit, passed in results:
         print(f"{'PASS' if passed else 'FAIL'}  {rule}: {value:.3f} (limit {limit})")
@@ -110,6 +113,7 @@ def main() -> int:
             "system": platform.system(),
         },
         "medians_ms": {k: round(v * 1000, 3) for k, v in times.items()},
+        "minima_ms": {k: round(v * 1000, 3) for k, v in fastest.items()},
         "rules": [{"rule": r, "value": round(v, 4), "limit": lim, "passed": p} for r, v, lim, p in results],
     }
     RESULTS.mkdir(exist_ok=True)
