@@ -145,6 +145,7 @@ class Spool:
             return None
 
     def write_result(self, key: str, record: dict[str, Any]) -> None:
+        self.results_dir(key).mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.results_dir(key) / "result.json", json.dumps(record, indent=2) + "\n")
 
     def finish(self, key: str) -> None:
