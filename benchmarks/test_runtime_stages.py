@@ -53,6 +53,29 @@ def test_warm_end_to_end(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
     benchmark(scorer.score_file, SAMPLE)
 
 
+def test_warm_overhead_paired(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
+    """Each round: read, preprocess and the bare backend call timed one by one, then the runtime's whole
+    ``score_file``, back to back, so that the ratio compares runs made at the same moment (a shared machine's
+    speed drifts during a benchmark session)."""
+    import time
+
+    spec = scorer.bundle.manifest.preprocessing
+    pairs: list[tuple[float, float]] = []
+
+    def one_round() -> None:
+        started = time.perf_counter()
+        image = read_image(SAMPLE)
+        prepared = prepare(image.pixels, spec)
+        scorer.backend.infer(prepared.canvas[None, None])
+        parts_done = time.perf_counter()
+        scorer.score_file(SAMPLE)
+        pairs.append((parts_done - started, time.perf_counter() - parts_done))
+
+    benchmark.pedantic(one_round, rounds=25, iterations=1, warmup_rounds=2)
+    benchmark.extra_info["parts_s"] = [round(p, 6) for p, _ in pairs[-25:]]
+    benchmark.extra_info["end_to_end_s"] = [round(e, 6) for _, e in pairs[-25:]]
+
+
 def _cold(benchmark, *arguments: str, image: Path = SAMPLE) -> None:  # noqa: ANN001
     command = [sys.executable, "-m", "svdh_runtime", str(image), *arguments]
     benchmark.pedantic(
