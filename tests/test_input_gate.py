@@ -111,3 +111,30 @@ def test_default_bundle_rejects_non_hand_images_and_keeps_phantoms(phantoms: Pat
     Image.fromarray(np.random.default_rng(1).integers(0, 65535, (900, 700), dtype=np.uint16)).save(noise)
     done = run_cli("svdh-run", str(noise), "--json")
     assert done.returncode == 2 and json.loads(done.stdout)["status"] == "rejected"
+
+
+def test_a_site_recalibrates_the_threshold_on_its_own_images(gated: Path, phantoms: Path, tmp_path: Path) -> None:
+    from svdh_runtime.backends import create_backend
+    from svdh_runtime.imageio import read_image
+    from svdh_runtime.preprocess import prepare
+
+    site = tmp_path / "site"
+    shutil.copytree(gated, site)
+    folder = phantoms / "images"
+    done = run_cli("svdh-export", "gate-calibrate", str(site), str(folder), str(folder), "--quantile", "0.9")
+    assert done.returncode == 0, done.stderr
+    bundle = load_bundle(site)
+    backend = create_backend("onnxruntime", bundle)
+    spec = bundle.manifest.preprocessing
+    found = [
+        float(backend.infer(prepare(read_image(p).pixels, spec).canvas[None, None])["ood_distance"][0])
+        for p in sorted(folder.glob("*.dcm"))
+    ]
+    expected = float(np.quantile(found + found, 0.9) * 1.25)
+    assert bundle.manifest.outputs.ood_threshold == pytest.approx(expected, rel=1e-3)
+    [change] = bundle.manifest.provenance["input_gate"]["recalibrations"]
+    assert change["images"] == 32 and change["previous_threshold"] == load_bundle(gated).manifest.outputs.ood_threshold
+    too_few = run_cli("svdh-export", "gate-calibrate", str(site), str(folder))
+    assert too_few.returncode == 3 and "at least 20" in too_few.stderr
+    ungated = run_cli("svdh-export", "gate-calibrate", str(default_bundle_path().parent / "nope"), str(folder))
+    assert ungated.returncode == 3 and "Traceback" not in ungated.stderr

@@ -49,6 +49,23 @@ def onnx_command(
     err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
 
 
+@app.command("gate-calibrate")
+def gate_calibrate_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory with an input gate.")],
+    images: Annotated[
+        list[Path], typer.Argument(help="The site's own hand radiographs (files or folders), 20 or more.")
+    ],
+    quantile: Annotated[float, typer.Option(min=0.5, max=1.0, help="Quantile of their distances.")] = 0.995,
+    margin: Annotated[float, typer.Option(min=1.0, help="Factor on that quantile.")] = 1.25,
+) -> None:
+    """Set BUNDLE's input-gate threshold from a site's own radiographs (e.g. after a detector change).
+
+    The gate keeps its fitted distance; only the threshold moves. Check the result with svdh-train gate-check."""
+    from .ood import recalibrate_threshold
+
+    recalibrate_threshold(bundle, images, log=err, quantile=quantile, margin=margin)
+
+
 @app.command("fp16")
 def fp16_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],

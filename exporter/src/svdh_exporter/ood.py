@@ -155,3 +155,58 @@ def fit_gate(
     }
     log(f"input gate: threshold {threshold:.3f} (calibration median {record['calibration_distance_quantiles']['0.5']})")
     return OodFit(module, threshold, record)
+
+
+def recalibrate_threshold(
+    bundle_dir: Path,
+    inputs: list[Path],
+    log: Callable[[str], None],
+    quantile: float = QUANTILE,
+    margin: float = MARGIN,
+) -> dict[str, Any]:
+    """Set a bundle's gate threshold from a site's own radiographs (runtime only: no torch, no checkpoint).
+
+    The distance itself (mean, principal directions) stays as fitted at export;
+    only the threshold moves, to ``quantile`` of these images' distances x ``margin``.
+    The manifest records the change; returns it.
+    """
+    import dataclasses
+    import datetime as dt
+
+    from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from svdh_runtime.bundle import load_bundle
+    from svdh_runtime.manifest import MANIFEST_NAME
+
+    bundle = load_bundle(bundle_dir)
+    old = bundle.manifest.outputs.ood_threshold
+    if old <= 0:
+        raise BundleError(f"{bundle_dir}: the bundle has no input gate (export it with --ood-fit)")
+    files = [f for item in inputs for f in (image_files(item) if Path(item).is_dir() else [Path(item)])]
+    canvases = prepared(files, bundle.manifest.preprocessing, log, "calibration")
+    if len(canvases) < 20:
+        raise BundleError(f"calibrating needs at least 20 readable radiographs, found {len(canvases)}")
+    backend = OnnxRuntimeBackend(bundle.model_bytes)
+    found = np.concatenate([backend.infer(canvases[i : i + 8])["ood_distance"] for i in range(0, len(canvases), 8)])
+    threshold = float(np.quantile(found, quantile) * margin)
+    change = {
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (3.10)
+        "images": len(found),
+        "previous_threshold": old,
+        "threshold": round(threshold, 4),
+        "rule": f"{quantile} quantile of the site's distances x {margin}",
+        "distance_quantiles": {q: round(float(np.quantile(found, float(q))), 4) for q in ("0.5", "0.99", "1.0")},
+    }
+    gate = dict(bundle.manifest.provenance.get("input_gate", {}))
+    gate["recalibrations"] = [*gate.get("recalibrations", []), change]
+    manifest = dataclasses.replace(
+        bundle.manifest,
+        outputs=dataclasses.replace(bundle.manifest.outputs, ood_threshold=round(threshold, 4)),
+        provenance={**bundle.manifest.provenance, "input_gate": gate},
+    )
+    manifest.write(Path(bundle_dir) / MANIFEST_NAME)
+    log(
+        f"input gate threshold {old:.3f} -> {threshold:.3f} (median distance of these images {change['distance_quantiles']['0.5']})"
+    )
+    if threshold > 2 * old:
+        log("  warning: these images are far from the training radiographs; validate the scores on them before use")
+    return change
