@@ -306,8 +306,9 @@ class PacsNode:
 
     def _work(self) -> None:
         resumed = self.spool.in_work()
-        if resumed:
-            self.log(f"resuming {len(resumed)} image(s) left in work after the last stop")
+        waiting = self.spool.counts().incoming
+        if resumed or waiting:
+            self.log(f"queue on start: {waiting} waiting, {len(resumed)} to finish from the last run")
         for key in resumed:
             if self._stop.is_set():
                 return
