@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, durable_write_bytes
 
 STATES = ("incoming", "work", "done", "failed")
 _SAFE_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -39,28 +38,6 @@ def item_key(sop_instance_uid: str) -> str:
     if _SAFE_UID.match(uid) and len(uid) <= 64:
         return uid
     return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def durable_write(path: Path, data: bytes) -> None:
-    """Write, fsync and rename into place, then fsync the folder: on disk before we say so."""
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -119,7 +96,7 @@ class Spool:
         """Queue a received file durably; False when this instance was already received."""
         if self.state_of(key) is not None:
             return False
-        durable_write(self.path("incoming", key), data)
+        durable_write_bytes(self.path("incoming", key), data)
         return True
 
     def next_incoming(self) -> str | None:
