@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from .backends.choice import BackendChoice
-from .cli_support import err, run_app
+from .cli_support import LogLevelOption, err, run_app
 from .errors import ExitCode
+from .logs import LogLevel
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -85,16 +86,12 @@ def run(
     include_phi: Annotated[
         bool, typer.Option("--include-phi", help="Put patient name, ID and birth date in the JSON (off by default).")
     ] = False,
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="Diagnostics on stderr: warning, info or debug (never patient data).")
-    ] = "warning",
+    log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
-    from .logs import LEVELS, configure
+    from .logs import configure
 
-    if log_level not in LEVELS:
-        raise typer.BadParameter(f"choose one of {', '.join(LEVELS)}", param_hint="--log-level")
-    configure(log_level, include_phi)
+    configure(log_level.value, include_phi)
     if dicom_results and out is None:
         raise typer.BadParameter("needs --out", param_hint="--dicom-results")
     if build_engine and backend == BackendChoice.onnxruntime:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
 from .errors import ExitCode, SvdhError
+from .logs import LogLevel
+
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="Diagnostics on stderr: warning, info or debug (never patient data).")
+]
 
 
 def err(message: str) -> None:

@@ -197,9 +197,14 @@ class EngineSearch:
         return "; ".join(self.reasons) if self.reasons else "the bundle holds no TensorRT engine"
 
 
-def find_engine(bundle: Bundle, device: DeviceInfo) -> EngineSearch:
-    """The newest engine whose sidecar matches this box and bundle; stale ones are only explained."""
-    sidecars, reasons = read_sidecars(bundle)
+def find_engine(
+    bundle: Bundle, device: DeviceInfo, read: tuple[list[EngineSidecar], list[str]] | None = None
+) -> EngineSearch:
+    """The newest engine whose sidecar matches this box and bundle; stale ones are only explained.
+
+    ``read``: the result of :func:`read_sidecars` when the caller has it already."""
+    sidecars, reasons = read if read is not None else read_sidecars(bundle)
+    reasons = list(reasons)
     usable = []
     for sidecar in sidecars:
         why = mismatch(sidecar, device, bundle)

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import Enum
 
-LEVELS = ("warning", "info", "debug")
+
+class LogLevel(str, Enum):
+    """How much ``--log-level`` shows on stderr."""
+
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
 THIRD_PARTY = ("pydicom", "pynetdicom", "highdicom")
 LOGGER = "svdh_runtime"
 

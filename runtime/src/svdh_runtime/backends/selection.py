@@ -42,7 +42,7 @@ def _open_tensorrt(bundle: Bundle) -> BackendSelection:
         device, trt = this_device()
     except (GpuUnavailable, TensorRTUnavailable) as exc:
         raise _NoEngine(str(exc)) from None
-    search = find_engine(bundle, device)
+    search = find_engine(bundle, device, (sidecars, problems))
     if search.sidecar is None:
         raise _NoEngine(f"no engine for {device.describe()}: {search.explain()}; {BUILD_HINT}")
     try:

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..backends.choice import BackendChoice
-from ..cli_support import err
+from ..cli_support import LogLevelOption, err
 from ..errors import ExitCode
+from ..logs import LogLevel
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="The svdh PACS node.")
 DEFAULT_SPOOL = Path("svdh-spool")
@@ -44,20 +45,16 @@ def serve(
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle (default: the shipped one).")] = None,
     backend: Annotated[BackendChoice, typer.Option(help="Inference backend (as for svdh-run).")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for inference (0: library default).")] = 0,
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="Diagnostics on stderr: warning, info or debug (never patient data).")
-    ] = "warning",
+    log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Receive radiographs by DICOM (C-STORE, C-ECHO), score each, and send its SR and Secondary Capture on.
 
     Every image is on disk before its C-STORE is acknowledged; a restart resumes the queue. Without --forward,
     results go to --outbox (default: SPOOL/outbox)."""
-    from ..logs import LEVELS, configure
+    from ..logs import configure
     from .node import NodeOptions, PacsNode
 
-    if log_level not in LEVELS:
-        raise typer.BadParameter(f"choose one of {', '.join(LEVELS)}", param_hint="--log-level")
-    configure(log_level)
+    configure(log_level.value)
     if len(ae_title) > 16 or not ae_title.strip():
         raise typer.BadParameter("must be 1-16 characters", param_hint="--ae-title")
     destination = _destination(forward)
