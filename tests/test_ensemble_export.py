@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM
 
 from svdh_exporter.checkpoint import read_checkpoint_info, save_checkpoint
-from svdh_exporter.ensemble import EnsembleSpec, MemberRef, write_ensemble
+from svdh_exporter.ensemble import EnsembleSpec, MemberRef, check_members, write_ensemble
 from svdh_exporter.model import ModelSpec, SvdhNet, cam_target_layer
 from svdh_exporter.onnx_export import export_bundle
 from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -166,3 +166,33 @@ def test_ensemble_refuses_members_of_other_aspect_ratio(ensemble: dict, tmp_path
     write_ensemble(tmp_path / "ens", EnsembleSpec(name="e", version="1", combiner="mean", bias=0.0, members=refs))
     with pytest.raises(BundleError, match="share one aspect ratio"):
         export_bundle(tmp_path / "ens", tmp_path / "out", log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "scales, problem",
+    [
+        ((1.0, 128 / 96), None),  # 128 px x 1 mm = 96 px x 1.33 mm: one field
+        ((1.0, 1.0), "must see the same field"),
+        ((1.0, 0.0), "some set mm_per_pixel, some fit the canvas"),
+    ],
+)
+def test_members_drawn_at_a_physical_scale_must_see_the_same_field(
+    tmp_path: Path, scales: tuple[float, float], problem: str | None
+) -> None:
+    refs = []
+    for index, ((height, width), mm) in enumerate(zip([(128, 160), (96, 120)], scales)):
+        folder = save_checkpoint(
+            tmp_path / f"m{index}",
+            SvdhNet(ModelSpec("resnet10t", 4)),
+            name=f"m{index}",
+            version="1",
+            preprocessing=Preprocessing(height=height, width=width, mm_per_pixel=mm),
+            severity_classes=DEFAULT_SEVERITY_CLASSES,
+        )
+        refs.append(MemberRef(str(folder), 0.5, read_checkpoint_info(folder).weights_sha256))
+    spec = EnsembleSpec(name="e", version="1", combiner="mean", bias=0.0, members=tuple(refs))
+    if problem is None:
+        assert len(check_members(tmp_path, spec)) == 2
+    else:
+        with pytest.raises(BundleError, match=problem):
+            check_members(tmp_path, spec)

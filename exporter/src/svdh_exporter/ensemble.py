@@ -116,18 +116,35 @@ def check_members(directory: Path, spec: EnsembleSpec) -> list[CheckpointInfo]:
         if info.severity_classes != first.severity_classes:
             raise BundleError(f"ensemble members disagree on the severity classes ({first.name} vs {info.name})")
         same = dataclasses.replace(
-            info.preprocessing, height=first.preprocessing.height, width=first.preprocessing.width
+            info.preprocessing,
+            height=first.preprocessing.height,
+            width=first.preprocessing.width,
+            mm_per_pixel=first.preprocessing.mm_per_pixel,
         )
         if same != first.preprocessing:
             raise BundleError(
                 f"ensemble members disagree on intensity preprocessing ({first.name} vs {info.name}); "
                 "only the input size may differ"
             )
+    _check_physical_extent(infos)
     aspects = [i.preprocessing.width / i.preprocessing.height for i in infos]
     if max(aspects) / min(aspects) - 1.0 > ASPECT_TOLERANCE:
         sizes = ", ".join(f"{i.preprocessing.height}x{i.preprocessing.width}" for i in infos)
         raise BundleError(f"ensemble members must share one aspect ratio (inputs {sizes})")
     return infos
+
+
+def _check_physical_extent(infos: list[CheckpointInfo]) -> None:
+    """Members drawn at a physical scale must all be, over the same field of view (within 1 %)."""
+    scaled = [i.preprocessing.mm_per_pixel > 0 for i in infos]
+    if not any(scaled):
+        return
+    if not all(scaled):
+        raise BundleError("ensemble members disagree on the physical scale: some set mm_per_pixel, some fit the canvas")
+    heights = [i.preprocessing.height * i.preprocessing.mm_per_pixel for i in infos]
+    if max(heights) / min(heights) - 1.0 > ASPECT_TOLERANCE:
+        fields = ", ".join(f"{i.name}: {h:.0f} mm" for i, h in zip(infos, heights))
+        raise BundleError(f"ensemble members must see the same field (canvas height x mm_per_pixel: {fields})")
 
 
 def canvas_of(infos: list[CheckpointInfo]) -> CheckpointInfo:

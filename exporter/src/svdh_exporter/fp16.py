@@ -22,7 +22,7 @@ from svdh_runtime.errors import BundleError, MissingDependencyError, SvdhError
 from svdh_runtime.files import atomic_write_bytes
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import MANIFEST_NAME
-from svdh_runtime.preprocess import prepare
+from svdh_runtime.preprocess import prepare_loaded
 
 FP16_FILE = "model.fp16.onnx"
 FP32_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "Softmax", "LayerNormalization", "Erf", "Exp")
@@ -71,7 +71,7 @@ def to_mixed_precision(model):  # noqa: ANN001, ANN201
 def calibration_batch(files: Iterable[Path], bundle_dir: Path | None) -> np.ndarray:
     """Prepared canvases of calibration images (the bundle's own preprocessing)."""
     spec = load_bundle(bundle_dir).manifest.preprocessing
-    canvases = [prepare(read_image(Path(f)).pixels, spec).canvas for f in files]
+    canvases = [prepare_loaded(read_image(Path(f)), spec).canvas for f in files]
     if not canvases:
         raise BundleError("no calibration images given")
     return np.stack(canvases)[:, None]

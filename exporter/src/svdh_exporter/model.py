@@ -28,6 +28,7 @@ class ModelSpec:
     score_mean: float = 0.0  # the score head predicts (score - mean) / std
     score_std: float = 1.0
     output_stride: int = 32  # 16 or 8 dilate the last stage(s): a finer feature map, a sharper CAM
+    area_outputs: int = 0  # > 0: an auxiliary head predicting that many per-area grades (training only)
 
     def __post_init__(self) -> None:
         if self.output_stride not in (8, 16, 32):
@@ -36,6 +37,8 @@ class ModelSpec:
             raise ValueError(f"head must be 'linear' or 'mlp', found {self.head!r}")
         if self.score_std <= 0:
             raise ValueError("score_std must be > 0")
+        if self.area_outputs < 0:
+            raise ValueError("area_outputs must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,27 +94,35 @@ class SvdhNet(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.score_head = LinearScoreHead(features) if spec.head == "linear" else MlpScoreHead(features, spec.hidden)
         self.severity_head = nn.Linear(features, spec.num_classes)
+        # Auxiliary per-area grades from the same pooled features: trained jointly, not exported.
+        self.area_head = nn.Linear(features, spec.area_outputs) if spec.area_outputs else None
 
     def feature_map(self, image: torch.Tensor) -> torch.Tensor:
         """Output of the last convolutional stage, ``[N, C, h, w]``."""
         return self.backbone.forward_features(image)
 
-    def forward(self, image: torch.Tensor, local: bool = False) -> tuple[torch.Tensor, ...]:
-        """Score in points ``[N]`` and severity logits ``[N, K]``.
+    def forward(self, image: torch.Tensor, local: bool = False, areas: bool = False) -> tuple[torch.Tensor, ...]:
+        """Score in points ``[N]`` and severity logits ``[N, K]``, then the extras asked for.
 
         With ``local`` (linear score head only), also the standardised score head
         applied at every location of the feature map ``[N, h, w]``; its mean over
-        the locations is the standardised score (before dropout).
+        the locations is the standardised score (before dropout). With ``areas``,
+        also the auxiliary head's per-area grades as fractions of each area's
+        maximum ``[N, area_outputs]``.
         """
         maps = self.feature_map(image)
         pooled = self.dropout(maps.mean(dim=(2, 3)))
-        score = self.score_head(pooled) * self.spec.score_std + self.spec.score_mean
-        if not local:
-            return score, self.severity_head(pooled)
-        if not isinstance(self.score_head, LinearScoreHead):
-            raise ValueError("per-location scores need the linear score head")
-        fc = self.score_head.fc
-        return score, self.severity_head(pooled), torch.einsum("nchw,c->nhw", maps, fc.weight[0]) + fc.bias[0]
+        outputs = [self.score_head(pooled) * self.spec.score_std + self.spec.score_mean, self.severity_head(pooled)]
+        if local:
+            if not isinstance(self.score_head, LinearScoreHead):
+                raise ValueError("per-location scores need the linear score head")
+            fc = self.score_head.fc
+            outputs.append(torch.einsum("nchw,c->nhw", maps, fc.weight[0]) + fc.bias[0])
+        if areas:
+            if self.area_head is None:
+                raise ValueError("this network has no per-area head (area_outputs = 0)")
+            outputs.append(self.area_head(pooled))
+        return tuple(outputs)
 
 
 def cam_target_layer(net: SvdhNet) -> nn.Module:

@@ -23,7 +23,7 @@ import numpy as np
 from svdh_runtime.errors import BundleError, InputError
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing
-from svdh_runtime.preprocess import prepare
+from svdh_runtime.preprocess import prepare_loaded
 
 IMAGE_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg"}
 COMPONENTS = 128
@@ -61,7 +61,7 @@ def prepared(files: list[Path], spec: Preprocessing, log: Callable[[str], None],
     canvases = []
     for index, path in enumerate(files, 1):
         try:
-            canvases.append(prepare(read_image(path).pixels, spec).canvas)
+            canvases.append(prepare_loaded(read_image(path), spec).canvas)
         except InputError:
             continue
         if index % 250 == 0 or index == len(files):

@@ -30,6 +30,13 @@ class Preprocessing:
     ``high_percentile`` of the content become 0 and 1 (clipped), it is padded
     with ``pad_value`` to the full canvas, then standardised with ``mean`` and
     ``std``.
+
+    ``mm_per_pixel`` > 0 gives the canvas a physical scale: an image whose pixel
+    spacing is known is drawn at that many millimetres per canvas pixel, so a
+    hand has the same size on the canvas whatever the detector's resolution or
+    the field size; only an image too large for the canvas at that scale is
+    shrunk to fit. Images without a known spacing are fitted to the canvas.
+    0 fits every image (see :func:`svdh_runtime.preprocess.placement`).
     """
 
     height: int
@@ -41,6 +48,7 @@ class Preprocessing:
     mean: float = 0.35
     std: float = 0.3
     resample: str = "bilinear"
+    mm_per_pixel: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.height >= 32 and self.width >= 32, "preprocessing.height/width must be >= 32")
@@ -52,6 +60,12 @@ class Preprocessing:
         _require(self.std > 0, "preprocessing.std must be > 0")
         _require(
             self.resample in ("bilinear", "bicubic", "box"), "preprocessing.resample must be bilinear, bicubic or box"
+        )
+        _require(
+            isinstance(self.mm_per_pixel, (int, float))
+            and not isinstance(self.mm_per_pixel, bool)
+            and 0.0 <= self.mm_per_pixel <= 10.0,
+            "preprocessing.mm_per_pixel must be a number in [0, 10] (0: fit to the canvas)",
         )
 
 

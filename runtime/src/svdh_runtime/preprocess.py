@@ -8,13 +8,22 @@ standardised ``H x W`` canvas and where the image lies on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 from .manifest import Preprocessing
 
+if TYPE_CHECKING:
+    from .imageio import LoadedImage
+
 _MIN_SIDE = 16
+# Pixel spacings outside this range (mm) are not believed: no radiographic
+# detector or film digitiser has them, so the header is wrong and the image is
+# fitted to the canvas instead of being drawn at an absurd size.
+PLAUSIBLE_SPACING_MM = (0.02, 2.0)
+MIN_EXTENT_MM = 50.0  # a radiograph whose longer side is shorter than this cannot show a hand
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,50 @@ class Prepared:
 
     canvas: np.ndarray  # float32 [H, W], standardised
     box: ContentBox
+    mm_per_pixel: float | None = None  # the canvas scale the image was drawn at; None: fitted, scale unknown
 
 
 def fit_size(height: int, width: int, spec: Preprocessing) -> tuple[int, int]:
     """Size of an image of ``height x width`` scaled to fit the canvas, aspect kept."""
     scale = min(spec.height / height, spec.width / width)
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def plausible_spacing(spacing_mm: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``(row, column)`` spacing in mm if it is one a radiograph can have, else None."""
+    if spacing_mm is None:
+        return None
+    low, high = PLAUSIBLE_SPACING_MM
+    if all(np.isfinite(s) and low <= s <= high for s in spacing_mm):
+        return float(spacing_mm[0]), float(spacing_mm[1])
+    return None
+
+
+def placement(
+    full_shape: tuple[int, int], spec: Preprocessing, spacing_mm: tuple[float, float] | None = None
+) -> tuple[int, int, float | None]:
+    """Height and width (canvas pixels) the image is drawn at, and the canvas scale in mm per pixel.
+
+    With ``spec.mm_per_pixel`` and a plausible ``(row, column)`` spacing, the
+    image keeps its physical size (and anisotropic pixels become square),
+    shrunk only if it would not fit; otherwise it is fitted to the canvas and
+    the scale is None (unknown).
+    """
+    rows, columns = full_shape
+    spacing = plausible_spacing(spacing_mm) if spec.mm_per_pixel > 0 else None
+    if spacing is None:
+        height, width = fit_size(rows, columns, spec)
+        return height, width, None
+    height_mm, width_mm = rows * spacing[0], columns * spacing[1]
+    if max(height_mm, width_mm) < MIN_EXTENT_MM:
+        raise InputError(
+            f"image spans only {width_mm:.0f} x {height_mm:.0f} mm (pixel spacing {spacing[1]:g} x {spacing[0]:g} mm): "
+            "too small to show a hand"
+        )
+    scale_mm = max(spec.mm_per_pixel, height_mm / spec.height, width_mm / spec.width)
+    height = int(np.clip(round(height_mm / scale_mm), 1, spec.height))
+    width = int(np.clip(round(width_mm / scale_mm), 1, spec.width))
+    return height, width, float(scale_mm)
 
 
 def resize(
@@ -82,14 +129,25 @@ def _reduced_region(image: np.ndarray, full_shape: tuple[int, int], reduction: i
     return padded, (offset, offset, offset + columns / scale, offset + rows / scale)
 
 
+def prepare_loaded(image: LoadedImage, spec: Preprocessing) -> Prepared:
+    """:func:`prepare` of what :func:`svdh_runtime.imageio.read_image` returned (training and serving both use it)."""
+    return prepare(image.pixels, spec, image.reduction, image.full_shape, image.meta.pixel_spacing_mm)
+
+
 def prepare(
-    image: np.ndarray, spec: Preprocessing, reduction: int = 0, full_shape: tuple[int, int] | None = None
+    image: np.ndarray,
+    spec: Preprocessing,
+    reduction: int = 0,
+    full_shape: tuple[int, int] | None = None,
+    spacing_mm: tuple[float, float] | None = None,
 ) -> Prepared:
     """Turn a bone-bright 2-D image into the standardised model canvas.
 
     ``reduction``: the image is a JPEG 2000 resolution level, 1/2^reduction of
     ``full_shape`` (see :mod:`svdh_runtime.jpeg2000`); the canvas is then the
-    one the full image would give, up to the band's filtering.
+    one the full image would give, up to the band's filtering. ``spacing_mm``:
+    the full image's (row, column) pixel spacing, used when the bundle's canvas
+    has a physical scale (see :func:`placement`).
     """
     if image.ndim != 2:
         raise InputError(f"expected a 2-D greyscale image, found shape {image.shape}")
@@ -99,18 +157,18 @@ def prepare(
         raise InputError("image holds non-finite pixel values")
     if reduction:
         full_shape = full_shape or (image.shape[0] * 2**reduction, image.shape[1] * 2**reduction)
-        height, width = fit_size(*full_shape, spec)
+        height, width, scale_mm = placement(full_shape, spec, spacing_mm)
         padded, region = _reduced_region(image, full_shape, reduction)
         small = normalise_intensity(resize(padded, height, width, spec.resample, box=region), spec)
     else:
-        height, width = fit_size(*image.shape, spec)
+        height, width, scale_mm = placement(image.shape, spec, spacing_mm)
         small = normalise_intensity(resize(image, height, width, spec.resample), spec)
     canvas = np.full((spec.height, spec.width), spec.pad_value, dtype=np.float32)
     top, left = (spec.height - height) // 2, (spec.width - width) // 2
     canvas[top : top + height, left : left + width] = small
     canvas -= np.float32(spec.mean)
     canvas /= np.float32(spec.std)
-    return Prepared(canvas=canvas, box=ContentBox(top, left, height, width))
+    return Prepared(canvas=canvas, box=ContentBox(top, left, height, width), mm_per_pixel=scale_mm)
 
 
 def canvas_to_image(x: float, y: float, box: ContentBox, image_shape: tuple[int, int]) -> tuple[float, float]:

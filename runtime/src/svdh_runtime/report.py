@@ -32,6 +32,8 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
             "distance": round(result.ood_distance, 4),
             "threshold": manifest.outputs.ood_threshold,
         }
+    if result.prepared is not None and manifest.preprocessing.mm_per_pixel > 0:
+        record["physical_scale"] = physical_scale(result, manifest)
     if result.image is not None and result.image.reduction:
         record["jpeg2000_resolution_level"] = result.image.reduction  # decoded at 1/2**level size
     if result.meta is not None and result.meta.sop_instance_uid:
@@ -45,6 +47,15 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
     if result.timings_ms:
         record["timings_ms"] = result.timings_ms
     return record
+
+
+def physical_scale(result: ScoreResult, manifest: Manifest) -> dict[str, Any]:
+    """How big the radiograph was drawn on the canvas, against the scale the model was trained at."""
+    used = result.prepared.mm_per_pixel
+    canonical = manifest.preprocessing.mm_per_pixel
+    if used is None:
+        return {"canonical_mm_per_pixel": canonical, "mm_per_pixel": None, "note": "pixel spacing unknown: fitted"}
+    return {"canonical_mm_per_pixel": canonical, "mm_per_pixel": round(used, 4)}
 
 
 def caption(result: ScoreResult, manifest: Manifest) -> str:

@@ -14,7 +14,7 @@ from .bundle import Bundle
 from .errors import BackendError, InputError
 from .imageio import ImageMeta, LoadedImage, read_image
 from .manifest import Manifest
-from .preprocess import Prepared, prepare
+from .preprocess import Prepared, prepare_loaded
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Scorer:
             image = read_image(Path(path), include_phi=self.include_phi, needed=(spec.height, spec.width))
             result.image, result.meta = image, image.meta
             read_done = time.perf_counter()
-            result.prepared = prepare(image.pixels, spec, image.reduction, image.full_shape)
+            result.prepared = prepare_loaded(image, spec)
         except InputError as exc:
             result.reason = str(exc)
             return result

@@ -53,6 +53,7 @@ class OptimConfig:
     head_epochs: int = 1  # two_stage: epochs that train the heads only
     layer_decay: float = 0.75  # llrd: learning-rate factor per layer toward the input
     damage_map_weight: float = 0.0  # > 0: also fit the per-location score to a damage density (needs joints.json)
+    area_loss_weight: float = 0.0  # > 0: an auxiliary head also predicts each area's grade (needs per-area grades)
 
     def __post_init__(self) -> None:
         from .finetune import SCHEMES
@@ -63,6 +64,8 @@ class OptimConfig:
             raise ValueError("layer_decay must be in (0, 1]")
         if self.damage_map_weight < 0:
             raise ValueError("damage_map_weight must be >= 0")
+        if self.area_loss_weight < 0:
+            raise ValueError("area_loss_weight must be >= 0")
 
 
 @dataclass(frozen=True)

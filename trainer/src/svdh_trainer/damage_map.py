@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from svdh_runtime.manifest import Preprocessing
-from svdh_runtime.preprocess import fit_size
+from svdh_runtime.preprocess import placement
 
 from .datasets import DatasetError, Sample
 
@@ -45,7 +45,8 @@ def damage_points(samples: list[Sample], spec: Preprocessing) -> list[np.ndarray
         if record is None:
             raise DatasetError(f"{sample.path.name}: no joint positions in {root / SITES_FILE}")
         rows, columns = record["rows"], record["columns"]
-        height, width = fit_size(rows, columns, spec)
+        spacing = record.get("pixel_spacing_mm")
+        height, width, _ = placement((rows, columns), spec, None if spacing is None else (spacing, spacing))
         top, left = (spec.height - height) // 2, (spec.width - width) // 2
         scale = height / rows
         damaged = [j for j in record["joints"] if j["grade"] > 0]

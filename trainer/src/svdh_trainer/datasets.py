@@ -1,6 +1,6 @@
 """Datasets: RA2-DREAM-layout folders (phantoms too), plain CSV manifests, RSNA bone age; prepared pixels.
 
-Pixels go through the runtime's own reader and :func:`svdh_runtime.preprocess.prepare`,
+Pixels go through the runtime's own reader and :func:`svdh_runtime.preprocess.prepare_loaded`,
 so training sees exactly what serving sees. Prepared canvases are cached on disk
 next to the data, keyed by the preprocessing parameters and the file list.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from svdh_runtime.errors import InputError
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing
-from svdh_runtime.preprocess import prepare
+from svdh_runtime.preprocess import prepare_loaded
 
 from .areas import AREAS, HANDS
 
@@ -39,10 +39,14 @@ class Sample:
     path: Path
     patient_id: str
     score: float
+    # Per-area grades in grade_columns() order (both hands), NaN for a hand the image does not show;
+    # None where the dataset has no per-area grades.
+    area_grades: tuple[float, ...] | None = None
 
 
-def _hand_total(row: dict[str, str], hand: str, where: str) -> int:
-    total = 0
+def _hand_grades(row: dict[str, str], hand: str, where: str) -> list[int]:
+    """The hand's per-area grades (AREAS order), checked against each area's range."""
+    grades = []
     for area in AREAS:
         column = area.column(hand)
         try:
@@ -53,8 +57,13 @@ def _hand_total(row: dict[str, str], hand: str, where: str) -> int:
             raise DatasetError(f"{where}: column {column} is not a number ({row[column]!r})") from None
         if not 0 <= grade <= area.max_grade:
             raise DatasetError(f"{where}: {column}={grade} is outside 0-{area.max_grade}")
-        total += grade
-    return total
+        grades.append(grade)
+    return grades
+
+
+def _area_grades(grades: dict[str, list[int]], shown: tuple[str, ...]) -> tuple[float, ...]:
+    """Both hands' grades in grade_columns() order; NaN for a hand not shown."""
+    return tuple(float(g) if hand in shown else float("nan") for hand in HANDS for g in grades[hand])
 
 
 IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg")
@@ -87,15 +96,20 @@ def read_phantom_dir(root: Path) -> list[Sample]:
             pid = (row.get("Patient_ID") or "").strip()
             if not pid:
                 raise DatasetError(f"{where}: empty Patient_ID")
-            totals = {hand: _hand_total(row, hand, where) for hand in HANDS}
+            grades = {hand: _hand_grades(row, hand, where) for hand in HANDS}
             both = _find_image(root / "images", pid)
             if both is not None:
-                samples.append(Sample(both, pid, float(sum(totals.values()))))
+                total = sum(sum(g) for g in grades.values())
+                samples.append(Sample(both, pid, float(total), _area_grades(grades, HANDS)))
                 continue
             singles = {hand: _find_image(root / "images", f"{pid}-{hand}") for hand in HANDS}
             if not any(singles.values()):
                 raise DatasetError(f"{where}: no image for patient {pid} under {root / 'images'}")
-            samples += [Sample(path, pid, float(totals[hand])) for hand, path in singles.items() if path is not None]
+            samples += [
+                Sample(path, pid, float(sum(grades[hand])), _area_grades(grades, (hand,)))
+                for hand, path in singles.items()
+                if path is not None
+            ]
     if not samples:
         raise DatasetError(f"{labels}: no rows")
     return samples
@@ -257,7 +271,7 @@ def patient_folds(samples: list[Sample], folds: int, seed: int) -> list[list[Sam
 
 def _prepare_one(args: tuple[Path, Preprocessing]) -> np.ndarray:
     path, spec = args
-    return prepare(read_image(path).pixels, spec).canvas.astype(np.float16)
+    return prepare_loaded(read_image(path), spec).canvas.astype(np.float16)
 
 
 def load_canvases(

@@ -1,7 +1,8 @@
 """Fine-tuning schemes: which parameters train, and at what learning rate.
 
 * ``full``: everything, one learning rate;
-* ``head``: the score and severity heads only (linear probe; backbone frozen, its batch-norm statistics too);
+* ``head``: the heads only (score, severity and, where there is one, per-area; a linear probe:
+  backbone frozen, its batch-norm statistics too);
 * ``two_stage``: heads only for ``head_epochs``, then everything;
 * ``llrd``: everything, with layer-wise learning-rate decay (timm's layer grouping: each layer
   closer to the input gets ``layer_decay`` times the rate of the one above; heads get the full rate).
@@ -15,7 +16,9 @@ SCHEMES = ("full", "head", "two_stage", "llrd")
 
 
 def _heads(net: nn.Module) -> list[nn.Parameter]:
-    return [*net.score_head.parameters(), *net.severity_head.parameters()]
+    area_head = getattr(net, "area_head", None)
+    extra = [*area_head.parameters()] if area_head is not None else []
+    return [*net.score_head.parameters(), *net.severity_head.parameters(), *extra]
 
 
 def parameter_groups(net: nn.Module, scheme: str, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:

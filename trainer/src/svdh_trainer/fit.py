@@ -22,6 +22,7 @@ from svdh_runtime.bundle import sha256_file
 
 from . import __version__
 from .config import TrainConfig
+from .area_head import area_loss, area_mae, area_targets
 from .damage_map import damage_points, local_target, render_damage
 from .datasets import DatasetError, Sample, load_canvases, patient_split, read_dataset
 from .finetune import parameter_groups, set_trainable
@@ -37,13 +38,15 @@ class Split:
     scores: np.ndarray  # [N] float32
     classes: np.ndarray  # [N] int64
     damage: list[np.ndarray] | None = None  # damaged joints on the canvas per image (damage-map training)
+    areas: np.ndarray | None = None  # [N, areas] grade / max grade, NaN where unknown (per-area head training)
 
 
 def _split(samples: list[Sample], config: TrainConfig, progress: Callable) -> Split:
+    damage = damage_points(samples, config.input) if config.train.damage_map_weight > 0 else None
+    areas = area_targets(samples) if config.train.area_loss_weight > 0 else None
     canvases = load_canvases(samples, config.input, workers=config.data.workers or None, progress=progress)
     scores = np.array([s.score for s in samples], np.float32)
-    damage = damage_points(samples, config.input) if config.train.damage_map_weight > 0 else None
-    return Split(samples, canvases, scores, severity_labels(scores, config.severity_classes), damage)
+    return Split(samples, canvases, scores, severity_labels(scores, config.severity_classes), damage, areas)
 
 
 def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] | None = None) -> tuple[Split, Split]:
@@ -163,6 +166,7 @@ def fit(
         score_mean=float(train.scores.mean()),
         score_std=float(max(train.scores.std(), 1.0)),
         output_stride=config.model.output_stride,
+        area_outputs=train.areas.shape[1] if train.areas is not None else 0,
     )
     net = SvdhNet(spec)
     state = None
@@ -222,17 +226,18 @@ def fit(
             target = torch.from_numpy((train.scores[idx] - spec.score_mean) / spec.score_std).to(device)
             labels = torch.from_numpy(train.classes[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                score, logits, *local = model(x, local=density is not None)
+                score, logits, *extra = model(x, local=density is not None, areas=train.areas is not None)
                 z = (score - spec.score_mean) / spec.score_std
                 loss = F.smooth_l1_loss(z.float(), target, beta=0.5) + opt.severity_loss_weight * F.cross_entropy(
                     logits.float(), labels
                 )
                 if density is not None:
                     totals = torch.from_numpy(train.scores[idx])
-                    local_z = local_target(density, totals, tuple(local[0].shape[1:]), spec.score_mean, spec.score_std)
-                    loss = loss + opt.damage_map_weight * F.smooth_l1_loss(
-                        local[0].float(), local_z.to(device), beta=0.5
-                    )
+                    local = extra.pop(0)
+                    local_z = local_target(density, totals, tuple(local.shape[1:]), spec.score_mean, spec.score_std)
+                    loss = loss + opt.damage_map_weight * F.smooth_l1_loss(local.float(), local_z.to(device), beta=0.5)
+                if train.areas is not None:
+                    loss = loss + opt.area_loss_weight * area_loss(extra.pop(0), train.areas[idx])
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)
@@ -250,6 +255,8 @@ def fit(
             continue
         pred, probs = predict(net, val.canvases)
         metrics = evaluate_predictions(pred, val.scores, probs.argmax(1), config.severity_classes)
+        if val.areas is not None:
+            metrics["area_mae"] = area_mae(net, val.canvases, val.areas)
         record = {
             "epoch": epoch,
             "train_loss": round(running / max(seen, 1), 5),

@@ -34,6 +34,7 @@ class Probe:
     category: str
     name: str
     pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None = None  # (row, column), where the file states it
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray | None:
@@ -119,9 +120,10 @@ def hand_images(folders: list[Path]) -> Iterator[Probe]:
     for folder in folders:
         for path in sorted(Path(folder).rglob("*.dcm")):
             try:
-                yield Probe(f"hand radiograph ({Path(folder).name})", path.name, read_image(path).pixels)
+                image = read_image(path)
             except InputError:
                 continue
+            yield Probe(f"hand radiograph ({Path(folder).name})", path.name, image.pixels, image.meta.pixel_spacing_mm)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def check_gate(
     distances: dict[str, list[float]] = {}
     for index, probe in enumerate(probes, 1):
         try:
-            canvas = prepare(probe.pixels, spec).canvas
+            canvas = prepare(probe.pixels, spec, spacing_mm=probe.spacing_mm).canvas
         except InputError:  # prepare refuses what it cannot normalise (e.g. flat images): not scored either
             distance, rejected = float("inf"), True
         else:
