@@ -9,7 +9,7 @@ import pytest
 
 from svdh_runtime.bundle import Bundle, load_bundle
 from svdh_runtime.imageio import read_image
-from svdh_runtime.preprocess import prepare
+from svdh_runtime.preprocess import prepare_loaded
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.dcm"
 THREADS = 2  # the clinic box and CI have two cores; torch and ONNX Runtime get the same
@@ -23,7 +23,7 @@ def bundle() -> Bundle:
 @pytest.fixture(scope="session")
 def canvas(bundle: Bundle) -> np.ndarray:
     """The sample, prepared: ``[1, 1, H, W]`` float32."""
-    return prepare(read_image(SAMPLE).pixels, bundle.manifest.preprocessing).canvas[None, None]
+    return prepare_loaded(read_image(SAMPLE), bundle.manifest.preprocessing).canvas[None, None]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
 from svdh_runtime.bundle import Bundle
 from svdh_runtime.imageio import read_image
 from svdh_runtime.overlay import render_overlay
-from svdh_runtime.preprocess import prepare
+from svdh_runtime.preprocess import prepare_loaded
 from svdh_runtime.scoring import Scorer, interpret
 
 
@@ -30,8 +30,8 @@ def test_read_dicom(benchmark) -> None:  # noqa: ANN001
 
 
 def test_preprocess(benchmark, scorer: Scorer) -> None:  # noqa: ANN001
-    pixels = read_image(SAMPLE).pixels
-    benchmark(prepare, pixels, scorer.bundle.manifest.preprocessing)
+    image = read_image(SAMPLE)
+    benchmark(prepare_loaded, image, scorer.bundle.manifest.preprocessing)
 
 
 def test_inference_batch1(benchmark, scorer: Scorer, canvas) -> None:  # noqa: ANN001
@@ -65,7 +65,7 @@ def test_warm_overhead_paired(benchmark, scorer: Scorer) -> None:  # noqa: ANN00
     def one_round() -> None:
         started = time.perf_counter()
         image = read_image(SAMPLE)
-        prepared = prepare(image.pixels, spec)
+        prepared = prepare_loaded(image, spec)
         scorer.backend.infer(prepared.canvas[None, None])
         parts_done = time.perf_counter()
         scorer.score_file(SAMPLE)

@@ -15,10 +15,10 @@ from conftest import run_cli
 def _torch_outputs(checkpoint: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     from svdh_exporter.checkpoint import load_network
     from svdh_runtime.imageio import read_image
-    from svdh_runtime.preprocess import prepare
+    from svdh_runtime.preprocess import prepare_loaded
 
     net, info = load_network(checkpoint)
-    batch = np.stack([prepare(read_image(f).pixels, info.preprocessing).canvas for f in files])[:, None]
+    batch = np.stack([prepare_loaded(read_image(f), info.preprocessing).canvas for f in files])[:, None]
     with torch.no_grad():
         score, logits = net(torch.from_numpy(batch))
     return score.numpy(), torch.softmax(logits, -1).numpy()

@@ -116,7 +116,7 @@ def test_default_bundle_rejects_non_hand_images_and_keeps_phantoms(phantoms: Pat
 def test_a_site_recalibrates_the_threshold_on_its_own_images(gated: Path, phantoms: Path, tmp_path: Path) -> None:
     from svdh_runtime.backends import create_backend
     from svdh_runtime.imageio import read_image
-    from svdh_runtime.preprocess import prepare
+    from svdh_runtime.preprocess import prepare_loaded
 
     site = tmp_path / "site"
     shutil.copytree(gated, site)
@@ -127,7 +127,7 @@ def test_a_site_recalibrates_the_threshold_on_its_own_images(gated: Path, phanto
     backend = create_backend("onnxruntime", bundle)
     spec = bundle.manifest.preprocessing
     found = [
-        float(backend.infer(prepare(read_image(p).pixels, spec).canvas[None, None])["ood_distance"][0])
+        float(backend.infer(prepare_loaded(read_image(p), spec).canvas[None, None])["ood_distance"][0])
         for p in sorted(folder.glob("*.dcm"))
     ]
     expected = float(np.quantile(found + found, 0.9) * 1.25)

@@ -16,7 +16,7 @@ from svdh_runtime.backends import create_backend
 from svdh_runtime.bundle import load_bundle
 from svdh_runtime.imageio import read_image
 from svdh_runtime.jpeg2000 import reduction_level
-from svdh_runtime.preprocess import prepare
+from svdh_runtime.preprocess import prepare_loaded
 from svdh_runtime.scoring import Scorer
 
 
@@ -59,9 +59,9 @@ def test_reduced_decode_scores_within_half_a_point_of_the_full_decode(large_file
         assert reduced.image.full_shape == (pydicom.dcmread(path, stop_before_pixels=True).Rows, 2500)
         full = read_image(path)  # every pixel
         assert full.reduction == 0 and full.pixels.shape == reduced.image.full_shape
-        full_score = float(backend.infer(prepare(full.pixels, spec).canvas[None, None])["score"][0])
+        full_score = float(backend.infer(prepare_loaded(full, spec).canvas[None, None])["score"][0])
         assert abs(reduced.prediction.score_raw - full_score) <= 0.5, path.name
-        assert reduced.prepared.box == prepare(full.pixels, spec).box
+        assert reduced.prepared.box == prepare_loaded(full, spec).box
 
 
 def test_files_the_reduced_path_cannot_take_are_decoded_in_full(large_files: list[Path], tmp_path: Path) -> None:
