@@ -132,10 +132,17 @@ def test_svdh_run_reports_the_scale_it_drew_at(tmp_path: Path) -> None:
         dicom, stored, patient_id="P", uid_seed="scale", modality="DX", photometric="MONOCHROME2",
         bits_stored=12, pixel_spacing_mm=0.2, laterality="B",
     )  # fmt: skip
+    wide = tmp_path / "wide.dcm"  # 500 x 350 mm: more than the canvas holds at the canonical scale
+    write_radiograph(
+        wide, stored, patient_id="P", uid_seed="wide", modality="DX", photometric="MONOCHROME2",
+        bits_stored=12, pixel_spacing_mm=0.35, laterality="B",
+    )  # fmt: skip
     png = tmp_path / "no-spacing.png"
     Image.fromarray((stored // 16).astype(np.uint8)).save(png)
-    done = run_cli("svdh-run", str(dicom), str(png), "--json")
+    done = run_cli("svdh-run", str(dicom), str(wide), str(png), "--json")
     records = {Path(r["source"]).name: r for r in map(json.loads, done.stdout.splitlines())}
     canonical = load_bundle(default_bundle_path()).manifest.preprocessing.mm_per_pixel
     assert records["narrow.dcm"]["physical_scale"] == {"canonical_mm_per_pixel": canonical, "mm_per_pixel": canonical}
+    assert records["wide.dcm"]["physical_scale"]["mm_per_pixel"] == pytest.approx(1200 * 0.35 / 384, abs=1e-4)
+    assert records["wide.dcm"]["physical_scale"]["note"].startswith("field larger than the canvas")
     assert records["no-spacing.png"]["physical_scale"]["note"] == "pixel spacing unknown: fitted"

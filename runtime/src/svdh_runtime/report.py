@@ -55,7 +55,10 @@ def physical_scale(result: ScoreResult, manifest: Manifest) -> dict[str, Any]:
     canonical = manifest.preprocessing.mm_per_pixel
     if used is None:
         return {"canonical_mm_per_pixel": canonical, "mm_per_pixel": None, "note": "pixel spacing unknown: fitted"}
-    return {"canonical_mm_per_pixel": canonical, "mm_per_pixel": round(used, 4)}
+    record = {"canonical_mm_per_pixel": canonical, "mm_per_pixel": round(used, 4)}
+    if used > canonical * 1.01:
+        record["note"] = "field larger than the canvas at the canonical scale: shrunk to fit"
+    return record
 
 
 def caption(result: ScoreResult, manifest: Manifest) -> str:

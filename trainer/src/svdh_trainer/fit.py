@@ -21,8 +21,8 @@ from svdh_exporter.model import ModelSpec, SvdhNet
 from svdh_runtime.bundle import sha256_file
 
 from . import __version__
-from .config import TrainConfig
 from .area_head import area_loss, area_mae, area_targets
+from .config import TrainConfig
 from .damage_map import damage_points, local_target, render_damage
 from .datasets import DatasetError, Sample, load_canvases, patient_split, read_dataset
 from .finetune import parameter_groups, set_trainable
@@ -38,7 +38,7 @@ class Split:
     scores: np.ndarray  # [N] float32
     classes: np.ndarray  # [N] int64
     damage: list[np.ndarray] | None = None  # damaged joints on the canvas per image (damage-map training)
-    areas: np.ndarray | None = None  # [N, areas] grade / max grade, NaN where unknown (per-area head training)
+    areas: np.ndarray | None = None  # [N, 31] per-area grade fractions (per-area head training, see area_head)
 
 
 def _split(samples: list[Sample], config: TrainConfig, progress: Callable) -> Split:
