@@ -59,19 +59,24 @@ def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] 
     return _split(train_samples, config, progress), _split(val_samples, config, progress)
 
 
-def predict(net: SvdhNet, canvases: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and severity probabilities of prepared canvases (eval mode, no augmentation)."""
+def predict(net: SvdhNet, canvases: np.ndarray, batch_size: int = 32, areas: bool = False) -> tuple[np.ndarray, ...]:
+    """Scores and severity probabilities of prepared canvases (eval mode, no augmentation).
+
+    With ``areas``, also the per-area head's predictions (the same pass).
+    """
     device = next(net.parameters()).device
     net.eval()
-    scores, probs = [], []
+    scores, probs, area_values = [], [], []
     with torch.no_grad():
         for start in range(0, len(canvases), batch_size):
             x = torch.from_numpy(canvases[start : start + batch_size].astype(np.float32))[:, None].to(device)
             x = x.contiguous(memory_format=torch.channels_last)
-            s, logits = net(x)
+            s, logits, *extra = net(x, areas=areas)
             scores.append(s.float().cpu().numpy())
             probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
-    return np.concatenate(scores), np.concatenate(probs)
+            area_values += [e.float().cpu().numpy() for e in extra]
+    outputs = (np.concatenate(scores), np.concatenate(probs))
+    return (*outputs, np.concatenate(area_values)) if areas else outputs
 
 
 @dataclass(frozen=True)
@@ -253,10 +258,10 @@ def fit(
         if not place.leader:
             _barrier(place)
             continue
-        pred, probs = predict(net, val.canvases)
+        pred, probs, *area_pred = predict(net, val.canvases, areas=val.areas is not None)
         metrics = evaluate_predictions(pred, val.scores, probs.argmax(1), config.severity_classes)
-        if val.areas is not None:
-            metrics["area_mae"] = area_mae(net, val.canvases, val.areas)
+        if area_pred:
+            metrics["area_mae"] = area_mae(area_pred[0], val.areas)
         record = {
             "epoch": epoch,
             "train_loss": round(running / max(seen, 1), 5),
