@@ -18,7 +18,7 @@ from conftest import run_cli
 
 @pytest.fixture()
 def folder(phantoms: Path, tmp_path: Path) -> Path:
-    """Twelve phantoms, two in a subfolder, plus a text file and a hidden file."""
+    """Twelve phantoms, two in a subfolder, a damaged PNG, a text file (skipped) and a hidden file (ignored)."""
     root = tmp_path / "in"
     (root / "sub").mkdir(parents=True)
     images = sorted((phantoms / "images").glob("*.dcm"))[:12]
@@ -27,6 +27,7 @@ def folder(phantoms: Path, tmp_path: Path) -> Path:
     for image in images[10:]:
         shutil.copy(image, root / "sub" / image.name)
     (root / "notes.txt").write_text("not an image")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"damaged")
     (root / ".hidden.dcm").write_bytes(b"ignored")
     return root
 
@@ -38,15 +39,17 @@ def _records(out: Path) -> list[dict]:
 def test_folder_run_writes_one_record_per_input_and_summaries(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = run_cli("svdh-run", str(folder), "--out", str(out))
-    assert done.returncode == 2  # notes.txt
+    assert done.returncode == 2  # broken.png
     records = _records(out)
-    assert len(records) == 13 and len({r["source_path"] for r in records}) == 13
-    assert sum(r["status"] == "ok" for r in records) == 12
+    assert len(records) == 14 and len({r["source_path"] for r in records}) == 14
+    statuses = {Path(r["source"]).name: r["status"] for r in records}
+    assert sum(s == "ok" for s in statuses.values()) == 12
+    assert statuses["broken.png"] == "error" and statuses["notes.txt"] == "skipped"
     assert len(list(out.glob("*.overlay.png"))) == 12
     summary = (out / "summary.csv").read_text().splitlines()
-    assert len(summary) == 14 and summary[0].startswith("source,status,score")
+    assert len(summary) == 15 and summary[0].startswith("source,status,score")
     report = (out / "report.html").read_text()
-    assert report.count("<img ") == 12 and "12 of 13 inputs scored" in report
+    assert report.count("<img ") == 12 and "12 of 13 images scored" in report and "1 file(s) skipped" in report
 
 
 def test_rerun_skips_scored_inputs_and_repairs_a_torn_log(folder: Path, tmp_path: Path) -> None:
@@ -58,9 +61,9 @@ def test_rerun_skips_scored_inputs_and_repairs_a_torn_log(folder: Path, tmp_path
     refused = {json.loads(line)["source"] for line in lines if json.loads(line)["status"] != "ok"}
     done = run_cli("svdh-run", str(folder), "--out", str(out), "--json")
     rescored = {json.loads(line)["source"] for line in done.stdout.splitlines()}
-    assert rescored == lost | refused  # lost or torn records, and the refused notes.txt tried again
+    assert rescored == lost | refused  # lost or torn records, the refused broken.png tried again, notes.txt
     records = _records(out)
-    assert len(records) == 13 and len({r["source_path"] for r in records}) == 13
+    assert len(records) == 14 and len({r["source_path"] for r in records}) == 14
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(folder: Path, tmp_path: Path) -> None:
@@ -79,9 +82,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(folder: Path, tmp_path: P
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     partial = log.read_text().count("\n")
-    assert 3 <= partial < 13, "the run should have been killed mid-way"
+    assert 3 <= partial < 14, "the run should have been killed mid-way"
     done = run_cli("svdh-run", str(folder), "--out", str(out))
     assert done.returncode == 2
     records = _records(out)
-    assert len(records) == 13 and len({r["source_path"] for r in records}) == 13
+    assert len(records) == 14 and len({r["source_path"] for r in records}) == 14
     assert sum(r["status"] == "ok" for r in records) == 12

@@ -67,7 +67,7 @@ def test_output_holds_no_patient_data(phantoms: Path, bundle: Path, tmp_path: Pa
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (b"this is a text file, not an image\n", "not a DICOM, PNG or JPEG"),
+        (b"this is a text file, not an image\n", "not a DICOM, PNG, JPEG, TIFF or WebP file"),
         (b"", "file is empty"),
     ],
 )

@@ -80,7 +80,7 @@ def test_colour_image_is_refused(tmp_path: Path) -> None:
     "name, content, message",
     [
         ("empty.dcm", b"", "file is empty"),
-        ("notes.txt", b"hello", "not a DICOM, PNG or JPEG"),
+        ("notes.txt", b"hello", "not a DICOM, PNG, JPEG, TIFF or WebP file"),
         ("noise.dcm", b"\0" * 128 + b"DICM" + bytes(range(256)) * 4, "DICOM"),
         ("bad.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "damaged image file"),
     ],

@@ -1,4 +1,4 @@
-"""Batch runs: find inputs, keep one result per input across interrupted runs, summarise.
+"""Batch runs: keep one result per input across interrupted runs, summarise (inputs: :mod:`.discovery`).
 
 ``OUT/results.jsonl`` is append-only, one JSON record per input, flushed and
 fsynced after each record; a run killed mid-write leaves at most a torn last
@@ -30,27 +30,6 @@ REPORT_NAME = "report.html"
 def input_key(path: Path) -> str:
     """What identifies an input across runs: its absolute, resolved path."""
     return os.path.realpath(path)
-
-
-def discover(inputs: Iterable[Path], exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
-    """Files named directly, then every non-hidden file under each named folder (sorted, recursive).
-
-    Returns the files and the named folders in which no file was found.
-    """
-    excluded = os.path.realpath(exclude) if exclude is not None else None
-    found: list[Path] = []
-    empty: list[Path] = []
-    for item in inputs:
-        if not Path(item).is_dir():
-            found.append(Path(item))
-            continue
-        before = len(found)
-        for root, dirs, files in os.walk(item):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(Path(root, d)) != excluded)
-            found += [Path(root, f) for f in sorted(files) if not f.startswith(".")]
-        if len(found) == before:
-            empty.append(Path(item))
-    return found, empty
 
 
 class ResultsLog:
@@ -130,11 +109,13 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
             f"<td>{html.escape(r.get('reason', '') or '')}</td><td>{picture}</td></tr>"
         )
     scored = sum(r["status"] == "ok" for r in records)
+    skipped = sum(r["status"] == "skipped" for r in records)
+    skipped_note = f" {skipped} file(s) skipped: not images (the reason is in each row)." if skipped else ""
     atomic_write_text(
         out / REPORT_NAME,
         "<!doctype html><meta charset='utf-8'><title>svdh results</title>"
         "<style>body{font-family:sans-serif}td{padding:4px 8px;vertical-align:top}</style>"
-        f"<h1>svdh results</h1><p>{scored} of {len(records)} inputs scored. Scores are van der Heijde modified "
+        f"<h1>svdh results</h1><p>{scored} of {len(records) - skipped} images scored.{skipped_note} Scores are van der Heijde modified "
         "Sharp totals (hands and wrists, 0-280) predicted by the model named in each JSON record.</p>"
         "<table><tr><th>source</th><th>status</th><th>score</th><th>severity</th><th>reason</th><th>heatmap</th></tr>"
         + "".join(rows)

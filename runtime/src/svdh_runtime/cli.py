@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .backends import Backend
     from .batch import ResultsLog
     from .bundle import Bundle
+    from .discovery import Skipped
     from .scoring import ScoreResult
 
 app = typer.Typer(
@@ -43,7 +44,10 @@ app = typer.Typer(
 def run(
     images: Annotated[
         list[Path],
-        typer.Argument(help="DICOM, PNG or JPEG files, or folders to search recursively.", show_default=False),
+        typer.Argument(
+            help="DICOM, PNG, JPEG, TIFF or WebP files, DICOMDIRs, or folders to search recursively.",
+            show_default=False,
+        ),
     ],
     model: Annotated[
         Optional[Path],
@@ -118,22 +122,26 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from .batch import RESULTS_NAME, Progress, ResultsLog, discover, input_key, write_summary
+    from .batch import RESULTS_NAME, Progress, ResultsLog, input_key, write_summary
     from .bundle import load_bundle
+    from .discovery import discover
     from .scoring import Scorer
 
     bundle = load_bundle(model)
     out = options.out
-    paths, empty_folders = discover(images, exclude=out)
-    for folder in empty_folders:
-        err(f"svdh-run: {folder}: folder holds no files to score")
+    found = discover(images, exclude=out)
+    for folder in found.empty_folders:
+        err(f"svdh-run: {folder}: holds no images to score")
+    paths = found.images
     log = ResultsLog(out / RESULTS_NAME) if out is not None else None
     if log is not None:
         done = set() if options.rescore else {input_key(p) for p in paths if log.is_scored(input_key(p))}
         log.forget(input_key(p) for p in paths if input_key(p) not in done)  # refused earlier: try again
+        log.forget(input_key(s.path) for s in found.skipped)  # classified again below
         if done:
             err(f"{len(done)} input(s) already scored in {log.path}; skipped (--rescore scores them again)")
         paths = [p for p in paths if input_key(p) not in done]
+    _report_skipped(found.skipped, options, log)
     used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
     scorer = Scorer(bundle, None, include_phi=options.include_phi)
     failures = 0
@@ -156,9 +164,23 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
             progress.step(result.status == "ok")
     progress.close()
     backend.close()
+    if found.skipped:
+        err(f"{len(found.skipped)} file(s) skipped, not images to score: {found.skipped_summary()}")
     if log is not None:
         write_summary(log.records.values(), out)
-    return int(ExitCode.INPUT if failures or empty_folders else ExitCode.OK)
+    return int(ExitCode.INPUT if failures or found.empty_folders else ExitCode.OK)
+
+
+def _report_skipped(skipped: list[Skipped], options: RunOptions, log: ResultsLog | None) -> None:
+    """One record per file a folder scan skipped (status "skipped", the reason): in the log and with --json."""
+    from .batch import input_key
+
+    for skip in skipped:
+        record = {"source": str(skip.path), "status": "skipped", "reason": skip.reason}
+        if log is not None:
+            log.append({**record, "source_path": input_key(skip.path), "name": None})
+        if options.as_json:
+            print(json.dumps(record), flush=True)
 
 
 def _open_backend(bundle: Bundle, model: Path | None, options: RunOptions) -> Backend:

@@ -1,4 +1,4 @@
-"""Readers that turn DICOM, PNG and JPEG files into bone-bright float images.
+"""Readers that turn DICOM, PNG, JPEG, TIFF and WebP files into bone-bright float images.
 
 Every failure becomes an :class:`InputError` with one readable line. No
 patient data is read into :class:`ImageMeta`: the SOP Instance UID identifies
@@ -8,6 +8,8 @@ a DICOM image.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +29,13 @@ _FASTEST_PLUGIN = {
     "1.2.840.10008.1.2.4.81": "pyjpegls",
     "1.2.840.10008.1.2.5": "pylibjpeg",
 }
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
+_PILLOW_MAGIC = {  # formats read through Pillow, by their first bytes (WebP: RIFF....WEBP)
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+}
+ACCEPTED_FORMATS = "DICOM, PNG, JPEG, TIFF or WebP"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ""}
 
 log = logging.getLogger(__name__)
@@ -38,7 +45,7 @@ log = logging.getLogger(__name__)
 class ImageMeta:
     """Non-identifying facts about an input image."""
 
-    format: str  # "dicom", "png" or "jpeg"
+    format: str  # "dicom", "png", "jpeg", "tiff" or "webp"
     rows: int
     columns: int
     sop_instance_uid: str | None = None
@@ -71,22 +78,47 @@ def read_image(path: Path, include_phi: bool = False, needed: tuple[int, int] | 
     DICOM much larger than that is decoded at a reduced resolution level.
     """
     path = Path(path)
+    kind = image_kind_of_header(path)
+    if kind is None and path.suffix.lower() in _DICOM_SUFFIXES:
+        kind = "dicom"  # DICOM without the Part 10 preamble: pydicom says whether it is one
+    if kind == "dicom":
+        return read_dicom(path, include_phi, needed)
+    if kind is not None:
+        return _read_pillow(path, kind)
+    raise InputError(f"{path}: not a {ACCEPTED_FORMATS} file")
+
+
+def image_kind_of_header(path: Path) -> str | None:
+    """The kind of image a file's first bytes announce ("dicom", "png", "jpeg", "tiff", "webp"), else None.
+
+    Refuses (one line) what cannot be read, and anything that is not a regular file: opening a FIFO or a
+    device would wait forever."""
+    path = Path(path)
     try:
-        with path.open("rb") as handle:
-            head = handle.read(132)
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected an image file") from None
+        info = os.stat(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a directory, expected an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not head:
         raise InputError(f"{path}: file is empty")
-    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
-        return _read_pillow(path)
-    if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
-        return read_dicom(path, include_phi, needed)
-    raise InputError(f"{path}: not a DICOM, PNG or JPEG file")
+    if head[128:132] == b"DICM":
+        return "dicom"
+    for magic, kind in _PILLOW_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 def read_dicom(path: Path, include_phi: bool = False, needed: tuple[int, int] | None = None) -> LoadedImage:
@@ -242,23 +274,35 @@ def _pixel_spacing(ds: object) -> tuple[float, float] | None:
     return None
 
 
-def _read_pillow(path: Path) -> LoadedImage:
+_PILLOW_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "RGB", "RGBA", "P", "PA"}
+
+
+def _read_pillow(path: Path, kind: str) -> LoadedImage:
+    """A PNG, JPEG, TIFF or WebP file, opened only with the plugin its first bytes name."""
+    import importlib
+
     from PIL import Image
 
+    plugin = {"png": "PngImagePlugin", "jpeg": "JpegImagePlugin", "tiff": "TiffImagePlugin", "webp": "WebPImagePlugin"}
     try:
-        with Image.open(path) as pil:
-            fmt = (pil.format or "").lower()
+        importlib.import_module(f"PIL.{plugin[kind]}")  # registers just this format (Image.open would load all)
+        with Image.open(path, formats=[kind.upper()]) as pil:
             if pil.width > MAX_SIDE or pil.height > MAX_SIDE or pil.width * pil.height > MAX_PIXELS:
                 raise InputError(f"{path}: image size {pil.width}x{pil.height} is outside the accepted range")
+            if getattr(pil, "n_frames", 1) > 1:
+                raise InputError(f"{path}: {pil.n_frames} pages or frames; expected one radiograph")
+            if pil.mode not in _PILLOW_MODES:
+                raise InputError(f"{path}: {kind.upper()} in {pil.mode} mode; expected a greyscale radiograph")
             pil.load()
-            image = _greyscale(np.asarray(pil), path)
+            picture = pil.convert("RGBA") if pil.mode in ("P", "PA") else pil  # palette indices are not pixels
+            image = _greyscale(np.asarray(picture), path)
     except InputError:
         raise
     except Image.DecompressionBombError:
         raise InputError(f"{path}: image dimensions are outside the accepted range") from None
     except Exception as exc:  # Pillow's decoders raise many kinds on damaged files
         raise InputError(f"{path}: damaged image file ({_one_line(exc)})") from None
-    meta = ImageMeta(format="jpeg" if fmt == "jpeg" else "png", rows=image.shape[0], columns=image.shape[1])
+    meta = ImageMeta(format=kind, rows=image.shape[0], columns=image.shape[1])
     return LoadedImage(image, meta)
 
 
