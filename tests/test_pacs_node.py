@@ -1,8 +1,8 @@
 """The PACS node against dcmtk, a DICOM implementation this project did not write.
 
 dcmtk's ``storescu``/``echoscu`` send and ``storescp`` receives the results
-(Debian package ``dcmtk``; ``.ci/run`` installs it). The node runs as its own
-process (``svdh-run serve``), as at a site.
+(``pacs_peers``). The node runs as its own process (``svdh-run serve``), as at
+a site.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,92 +20,9 @@ import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, generate_uid
 
 from conftest import run_cli
+from pacs_peers import ECHOSCU, STORESCU, Node, Receiver, free_port, needs_dcmtk, wait_for
 
-
-def _dcmtk(tool: str) -> str | None:
-    """dcmtk's own ``tool`` on PATH (pynetdicom installs Python apps of the same names)."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = Path(folder) / tool
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            done = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=30)
-            if "dcmtk" in (done.stdout + done.stderr).lower():
-                return str(candidate)
-    return None
-
-
-TOOLS = {tool: _dcmtk(tool) for tool in ("storescu", "storescp", "echoscu")}
-pytestmark = pytest.mark.skipif(
-    None in TOOLS.values(),
-    reason="needs dcmtk's storescu, storescp and echoscu (apt-get install dcmtk; .ci/run installs it)",
-)
-STORESCU, STORESCP, ECHOSCU = TOOLS["storescu"], TOOLS["storescp"], TOOLS["echoscu"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Receiver:
-    """dcmtk's storescp, standing in for the PACS that receives the results."""
-
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        self.folder, self.port = folder, port or _free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [STORESCP, "--output-directory", str(folder), "-aet", "RECV", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.iterdir() if p.is_file())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-class Node:
-    """``svdh-run serve`` as a separate process."""
-
-    def __init__(self, spool: Path, receiver: Receiver, port: int | None = None, *extra: str) -> None:
-        self.spool, self.port = spool, port or _free_port()
-        code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.cli import main; main()"
-        command = [sys.executable, "-c", code, "serve", "--port", str(self.port), "--spool", str(spool)]
-        command += ["--forward", f"127.0.0.1:{receiver.port}:RECV", "--threads", "1", *extra]
-        self.log = spool.parent / f"node-{time.monotonic_ns()}.log"
-        with self.log.open("w") as sink:
-            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-        _wait(self._listening, 60, "the node to listen")
-
-    def _listening(self) -> bool:
-        assert self.process.poll() is None, self.log.read_text()
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def send(self, folder: Path, *options: str) -> subprocess.CompletedProcess:
-        command = [STORESCU, "-aec", "SVDH", *options, "+sd", "+r", "127.0.0.1", str(self.port), str(folder)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+pytestmark = needs_dcmtk
 
 
 @pytest.fixture()
@@ -174,15 +88,15 @@ def test_node_scores_every_image_and_sends_one_sr_and_one_sc_back(
             done = node.send(sources.get(name, blank_folder), *([flag] if flag else []))
             assert done.returncode == 0, done.stderr
         expected = set().union(*(_uids(folder) for folder in sources.values()))
-        _wait(lambda: len(receiver.files()) >= 2 * len(expected), 180, "the results")
-        _wait(lambda: len(list((tmp_path / "spool" / "failed").glob("*.dcm"))) == 1, 30, "the blank image")
+        wait_for(lambda: len(receiver.files()) >= 2 * len(expected), 180, "the results")
+        wait_for(lambda: len(list((tmp_path / "spool" / "failed").glob("*.dcm"))) == 1, 30, "the blank image")
         reports, captures = _received(receiver)
         assert set(reports) == expected and all(len(r) == 1 for r in reports.values())
         assert captures == len(expected) and len(receiver.files()) == 2 * len(expected)
         reason = json.loads(next((tmp_path / "spool" / "failed").glob("*.json")).read_text())["reason"]
         assert "blank" in reason
         status_file = tmp_path / "spool" / "status.json"
-        _wait(lambda: json.loads(status_file.read_text())["failed"] == 1, 10, "the status to catch up")
+        wait_for(lambda: json.loads(status_file.read_text())["failed"] == 1, 10, "the status to catch up")
         status = run_cli("svdh-run", "status", "--spool", str(tmp_path / "spool"))
         assert status.returncode == 0, status.stderr
         record = json.loads(status.stdout)
@@ -208,7 +122,7 @@ def test_a_killed_node_resumes_without_losing_or_duplicating_anything(
     node = Node(tmp_path / "spool", receiver)
     done = node.send(batch)
     assert done.returncode == 0, done.stderr
-    _wait(lambda: len(receiver.files()) >= 2, 120, "the first results")
+    wait_for(lambda: len(receiver.files()) >= 2, 120, "the first results")
     node.kill()  # SIGKILL mid-batch: no chance to tidy up
     spool = tmp_path / "spool"
     waiting, in_work = (list((spool / state).glob("*.dcm")) for state in ("incoming", "work"))
@@ -217,8 +131,8 @@ def test_a_killed_node_resumes_without_losing_or_duplicating_anything(
     assert len(left) + len(list((spool / "done").glob("*.dcm"))) == len(expected), "every image is on disk"
     node = Node(spool, receiver, node.port)
     try:
-        _wait(lambda: len(list((spool / "done").glob("*.dcm"))) == len(expected), 180, "the resumed queue")
-        _wait(lambda: len(receiver.files()) >= 2 * len(expected), 30, "the results")
+        wait_for(lambda: len(list((spool / "done").glob("*.dcm"))) == len(expected), 180, "the resumed queue")
+        wait_for(lambda: len(receiver.files()) >= 2 * len(expected), 30, "the results")
         time.sleep(1.0)  # anything sent twice would arrive now
         reports, captures = _received(receiver)
         assert set(reports) == expected and all(len(set(r)) == 1 for r in reports.values())
@@ -233,7 +147,7 @@ def test_full_queue_refuses_with_out_of_resources_and_keeps_what_it_took(
 ) -> None:
     from svdh_runtime.pacs.node import Destination, NodeOptions, PacsNode
 
-    port = _free_port()
+    port = free_port()
     options = NodeOptions(
         spool=tmp_path / "spool", port=port, max_queue=2, forward=Destination("127.0.0.1", receiver.port, "RECV")
     )
@@ -261,18 +175,48 @@ def test_results_wait_in_the_spool_while_the_destination_is_down(phantoms: Path,
     batch.mkdir()
     shutil.copy(sorted((phantoms / "images").glob("*.dcm"))[0], batch / "one.dcm")
     destination = Receiver.__new__(Receiver)  # not listening yet: only its address
-    destination.folder, destination.port = tmp_path / "received", _free_port()
+    destination.folder, destination.port = tmp_path / "received", free_port()
     node = Node(tmp_path / "spool", destination)
     status_file = tmp_path / "spool" / "status.json"
     try:
         assert node.send(batch).returncode == 0
-        _wait(lambda: json.loads(status_file.read_text())["undelivered"] == 1, 60, "a failed delivery")
+        wait_for(lambda: json.loads(status_file.read_text())["undelivered"] == 1, 60, "a failed delivery")
         assert "not delivered" in json.loads(status_file.read_text())["last_error"]
         receiver = Receiver(tmp_path / "received", destination.port)
         try:
-            _wait(lambda: len(receiver.files()) == 2, 60, "the retried delivery")
-            _wait(lambda: json.loads(status_file.read_text())["done"] == 1, 10, "the item to finish")
+            wait_for(lambda: len(receiver.files()) == 2, 60, "the retried delivery")
+            wait_for(lambda: json.loads(status_file.read_text())["done"] == 1, 10, "the item to finish")
         finally:
             receiver.stop()
     finally:
         node.stop()
+
+
+def test_resend_delivers_the_same_results_again_without_scoring_again(phantoms: Path, tmp_path: Path) -> None:
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copy(sorted((phantoms / "images").glob("*.dcm"))[0], batch / "one.dcm")
+    (uid,) = _uids(batch)
+    receiver = Receiver(tmp_path / "received", None, "+uf")  # unique file names: a second copy is kept
+    node = Node(tmp_path / "spool", receiver)
+    try:
+        assert node.send(batch).returncode == 0
+        wait_for(lambda: len(receiver.files()) == 2, 120, "the first results")
+        first = [str(pydicom.dcmread(p).SOPInstanceUID) for p in receiver.files()]
+        again = node.send(batch)  # the PACS re-sends the study: acknowledged, nothing comes back
+        assert again.returncode == 0
+        time.sleep(1.5)
+        assert len(receiver.files()) == 2 and "svdh-run resend" in node.log.read_text()
+        done = run_cli("svdh-run", "resend", uid, "--spool", str(tmp_path / "spool"))
+        assert done.returncode == 0 and "within seconds" in done.stderr, done.stderr
+        wait_for(lambda: len(receiver.files()) == 4, 60, "the results sent again")
+        resent = [str(pydicom.dcmread(p).SOPInstanceUID) for p in receiver.files()]
+        assert sorted(resent) == sorted(first * 2), "the very same SR and SC instances"
+        status_file = tmp_path / "spool" / "status.json"
+        wait_for(lambda: json.loads(status_file.read_text())["since_start"]["resent"] == 1, 10, "the status")
+        status = json.loads(status_file.read_text())
+        assert status["since_start"]["scored"] == 1 and status["done"] == 1, "delivered again, not scored again"
+    finally:
+        node.stop()
+        receiver.stop()
+    assert f"{uid}: sending its results again, as asked" in node.log.read_text()

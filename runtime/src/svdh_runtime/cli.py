@@ -4,8 +4,9 @@ Exit codes: 0 every input scored; 2 at least one input could not be scored
 (the others still are); 3 the model bundle is missing, damaged or unusable;
 4 (``svdh-run status``) the PACS node is not running; 1 anything else.
 
-``svdh-run serve`` and ``svdh-run status`` run and query the PACS node
-(:mod:`svdh_runtime.pacs`); to score a file named ``serve``, write ``./serve``.
+``svdh-run serve``, ``svdh-run status`` and ``svdh-run resend`` run, query and
+instruct the PACS node (:mod:`svdh_runtime.pacs`); to score a file named
+``serve``, write ``./serve``.
 """
 
 from __future__ import annotations
@@ -280,7 +281,7 @@ def main() -> None:
     from .fast_start import import_pydicom_without_requests
 
     import_pydicom_without_requests()
-    if sys.argv[1:2] in (["serve"], ["status"]):
+    if sys.argv[1:2] in (["serve"], ["status"], ["resend"]):
         from .pacs.cli import app as node_app
 
         run_app(node_app, "svdh-run")

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import InputError, MissingDependencyError, SvdhError
 from ..files import atomic_write_bytes, atomic_write_text
+from .access import CALLING_AE_NOT_RECOGNISED, AccessPolicy, TlsFiles, Verdict
 from .spool import Spool, item_key
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class NodeOptions:
     model: Path | None = None
     backend: str = "auto"
     threads: int | None = None
+    allow: tuple = ()  # AllowRule: who may call (empty: anyone)
+    tls: TlsFiles | None = None
+    forward_tls: bool = False  # send results to --forward over DICOM TLS too
 
 
 @dataclass
@@ -126,7 +130,18 @@ class PacsNode:
         self._threads: list[threading.Thread] = []
         self.last_error: str | None = None
         self.started = time.time()
-        self.stats = {"received": 0, "refused_busy": 0, "duplicates": 0, "scored": 0, "failed": 0, "delivered": 0}
+        self.access = AccessPolicy(options.ae_title, options.allow)
+        self._client_tls = options.tls.client_context() if options.forward_tls and options.tls else None
+        self.stats = {
+            "received": 0,
+            "refused_busy": 0,
+            "duplicates": 0,
+            "scored": 0,
+            "failed": 0,
+            "delivered": 0,
+            "resent": 0,
+            "rejected_associations": 0,
+        }
 
     # -- receiving -----------------------------------------------------------------------------------------
     def _on_store(self, event: Any) -> int:
@@ -158,8 +173,33 @@ class PacsNode:
     def _duplicate(self, key: str) -> int:
         """An instance received before is acknowledged but not queued (nor scored) again."""
         self.stats["duplicates"] += 1
-        self.log(f"{key}: already received; not queued again")
+        hint = "; `svdh-run resend` sends its results again" if self.spool.state_of(key) == "done" else ""
+        self.log(f"{key}: already received; not queued again{hint}")
         return STATUS_OK
+
+    def _on_association_requested(self, event: Any) -> None:
+        """Reject, at association time, callers the access rules do not know and a wrong called AE title."""
+        from pynetdicom import evt
+
+        association = event.assoc
+        request = association.requestor.primitive
+        calling, address = str(request.calling_ae_title).strip(), str(association.requestor.address)
+        try:
+            verdict = self.access.check(calling, str(request.called_ae_title), address)
+        except Exception:  # fail closed: an association the rules could not judge is not let in
+            verdict = Verdict(CALLING_AE_NOT_RECOGNISED, "the access rules could not judge this association")
+        if verdict is None:
+            return
+        self.stats["rejected_associations"] += 1
+        self.log(f"rejected association from {calling!r} at {address}: {verdict.reason} (A-ASSOCIATE-RJ)")
+        association.acse.send_reject(0x01, 0x01, verdict.diagnostic)  # rejected permanent, by the service user
+        association.is_rejected = True
+        evt.trigger(association, evt.EVT_REJECTED, {})
+        association.kill()
+
+    def _on_tls_failure(self, address: str, reason: str) -> None:
+        self.stats["rejected_associations"] += 1
+        self.log(f"rejected connection from {address}: TLS handshake failed ({reason})")
 
     def start_receiving(self) -> None:
         """Listen for associations (C-STORE of CR/DX images in any transfer syntax, C-ECHO)."""
@@ -168,18 +208,28 @@ class PacsNode:
 
         ae = AE(ae_title=self.options.ae_title)
         ae.maximum_pdu_size = 0
+        ae.require_called_aet = True  # also checked, with a log line, in _on_association_requested
         for sop_class in IMAGE_STORAGE:
             ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
+        tls = self.options.tls
+        handlers = [(evt.EVT_REQUESTED, self._on_association_requested), (evt.EVT_C_STORE, self._on_store)]
         try:
             self._server = ae.start_server(
-                (self.options.bind, self.options.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+                (self.options.bind, self.options.port),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=tls.server_context(self._on_tls_failure) if tls else None,
             )
         except OSError as exc:
             raise SvdhError(
                 f"cannot listen on {self.options.bind}:{self.options.port}: {exc.strerror or exc}"
             ) from None
-        self.log(f"listening as {self.options.ae_title} on {self.options.bind}:{self.options.port}")
+        everywhere = " (all interfaces)" if self.options.bind in ("", "0.0.0.0", "::") else ""
+        self.log(
+            f"listening as {self.options.ae_title} on {self.options.bind}:{self.options.port}{everywhere}; "
+            f"{tls.describe() if tls else 'no TLS'}; {self.access.describe()}; spool {self.spool.root}"
+        )
 
     # -- scoring and delivery -----------------------------------------------------------------------------
     def _score(self, key: str) -> dict[str, Any] | None:
@@ -233,7 +283,8 @@ class PacsNode:
         ae = AE(ae_title=self.options.ae_title)
         for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        tls_args = (self._client_tls, destination.host) if self._client_tls is not None else None
+        association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
         if not association.is_established:
             raise DeliveryError(f"cannot associate with {destination}")
         try:
@@ -297,6 +348,19 @@ class PacsNode:
         except OSError:
             pass
 
+    def _resend_requested(self) -> None:
+        """Deliver again the results an administrator asked for (``svdh-run resend``); not scored again."""
+        for key in self.spool.resend_requests():
+            if self._stop.is_set():
+                return
+            state = self.spool.state_of(key)
+            if not self.spool.reopen_for_resend(key):
+                self.log(f"{key}: resend asked, but it is {state or 'not in the spool'}; nothing sent again")
+                continue
+            self.stats["resent"] += 1
+            self.log(f"{key}: sending its results again, as asked")
+            self._process(key)
+
     def _retry_due(self) -> None:
         now = time.monotonic()
         for key in self.spool.in_work():
@@ -314,6 +378,7 @@ class PacsNode:
                 return
             self._process(key)
         while not self._stop.is_set():
+            self._resend_requested()
             key = self.spool.next_incoming()
             if key is not None:
                 self._process(key)
@@ -327,7 +392,10 @@ class PacsNode:
         counts = self.spool.counts()
         return {
             "ae_title": self.options.ae_title,
+            "bind": self.options.bind,
             "port": self.options.port,
+            "tls": self.options.tls is not None,
+            "spool": str(self.spool.root),
             "pid": os.getpid(),
             "started": self.started,
             "heartbeat": time.time(),

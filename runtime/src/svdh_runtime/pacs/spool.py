@@ -7,7 +7,13 @@ Layout under the spool folder (every move is an atomic rename on one file system
     results/UID/           sr.dcm, sc.dcm, then result.json (written last: "scored")
     done/UID.dcm           the original, once its results were delivered (kept)
     failed/UID.dcm + .json refused inputs with the reason (kept)
+    resend/UID             an administrator's request to send a done item's results again
     status.json            the node's heartbeat and counts
+
+Without ``--spool`` the node keeps its queue in one documented per-user place,
+:func:`default_spool` (``$XDG_STATE_HOME/svdh/spool``, else
+``~/.local/state/svdh/spool``), whatever folder it was started from, so a
+restart elsewhere still knows what it received.
 
 After a crash or kill, items in ``work/`` go back through the worker: one with
 a ``result.json`` is delivered without scoring again. Result UIDs are derived
@@ -19,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,14 @@ from ..files import atomic_write_text, durable_write_bytes
 STATES = ("incoming", "work", "done", "failed")
 _SAFE_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MIN_FREE_BYTES = 200 << 20  # refuse new images below this much free disk
+
+
+def default_spool() -> Path:
+    """The per-user state folder of the node: ``$XDG_STATE_HOME/svdh/spool`` (when that is an absolute
+    path, as the XDG base-directory specification requires), else ``~/.local/state/svdh/spool``."""
+    state_home = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local" / "state"
+    return base / "svdh" / "spool"
 
 
 def item_key(sop_instance_uid: str) -> str:
@@ -59,7 +75,7 @@ class Spool:
     def __init__(self, root: Path, max_queue: int = 500) -> None:
         self.root = Path(root)
         self.max_queue = max_queue
-        for name in (*STATES, "results"):
+        for name in (*STATES, "results", "resend"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
     def path(self, state: str, key: str) -> Path:
@@ -133,3 +149,37 @@ class Spool:
         """Refused input: keep it under ``failed/`` with the reason."""
         atomic_write_text(self.root / "failed" / f"{key}.json", json.dumps({"reason": reason}) + "\n")
         self.path("work", key).replace(self.path("failed", key))
+
+    # -- sending results again ------------------------------------------------------------------------------
+    def received_at(self, key: str) -> float | None:
+        """When an item was received (its file's modification time, kept through every move)."""
+        state = self.state_of(key)
+        return None if state is None else self.path(state, key).stat().st_mtime
+
+    def done_since(self, when: float) -> list[str]:
+        """Delivered items received at or after ``when`` (seconds since the epoch), oldest first."""
+        found = [(p.stat().st_mtime, p.stem) for p in (self.root / "done").glob("*.dcm")]
+        return [key for received, key in sorted(found) if received >= when]
+
+    def request_resend(self, key: str) -> None:
+        """Ask the node to send a delivered item's results again (it acts on the request within seconds,
+        or when it next starts)."""
+        atomic_write_text(self.root / "resend" / key, json.dumps({"requested": time.time()}) + "\n")
+
+    def resend_requests(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "resend").iterdir() if not p.name.endswith(".partial"))
+
+    def reopen_for_resend(self, key: str) -> bool:
+        """Put a done item back in ``work/`` with its results marked undelivered; False (and the request
+        dropped) when it is not done. Safe to repeat after a crash at any step."""
+        request = self.root / "resend" / key
+        if self.state_of(key) == "done":
+            record = self.read_result(key)
+            if record is not None:
+                record["delivered"] = {}
+                record["resent"] = int(record.get("resent", 0)) + 1
+                self.write_result(key, record)
+                self.path("done", key).replace(self.path("work", key))
+        reopened = self.state_of(key) == "work" and self.read_result(key) is not None
+        request.unlink(missing_ok=True)
+        return reopened
