@@ -216,6 +216,6 @@ def test_missing_codec_names_the_extra_to_install(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
     with pytest.raises(
         InputError,
-        match=r"no decoder installed for RLE Lossless; install them with: pip install 'svdh-runtime\[codecs\]'",
+        match=r"no decoder installed for RLE Lossless; install them with: pip install './runtime\[codecs\]'",
     ):
         read_image(path)

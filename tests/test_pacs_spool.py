@@ -218,3 +218,9 @@ def test_serve_refuses_bad_access_options_in_one_line(tmp_path: Path, options: l
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.strip()]) <= 6  # click's usage box at most
+
+
+def test_status_of_a_spool_no_node_has_used_is_down(tmp_path: Path) -> None:
+    done = run_cli("svdh-run", "status", "--spool", str(tmp_path / "never"))
+    assert done.returncode == 4 and json.loads(done.stdout)["state"] == "down"
+    assert "no node has run with the spool" in done.stderr

@@ -41,7 +41,7 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(epilog="The PACS node: svdh-run serve | status | resend (each with --help).")
 def run(
     images: Annotated[
         list[Path],
@@ -251,13 +251,11 @@ def _write_dicom_results(
     """The SR and the Secondary Capture of one scored DICOM, next to its overlay."""
     import numpy as np
 
-    from .dicom_results import make_dicom_results, write_dataset
+    from .dicom_results import write_dicom_results
 
-    made = make_dicom_results(path, result.prediction, np.asarray(picture), bundle.manifest, bundle.model_sha256)
-    files = [stem.with_name(stem.name + ".sr.dcm"), stem.with_name(stem.name + ".sc.dcm")]
-    write_dataset(made.structured_report, files[0])
-    write_dataset(made.secondary_capture, files[1])
-    return files
+    files = (stem.with_name(stem.name + ".sr.dcm"), stem.with_name(stem.name + ".sc.dcm"))
+    write_dicom_results(path, result.prediction, np.asarray(picture), bundle.manifest, bundle.model_sha256, files)
+    return list(files)
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

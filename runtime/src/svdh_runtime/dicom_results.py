@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingDependencyError
+from .errors import MissingDependencyError, install_hint
 from .manifest import Manifest
 from .scoring import Prediction
 
@@ -36,9 +36,7 @@ def _highdicom():  # noqa: ANN202
     try:
         import highdicom
     except ImportError:
-        raise MissingDependencyError(
-            "DICOM results need highdicom: pip install 'svdh-runtime[dicom-results]'"
-        ) from None
+        raise MissingDependencyError(f"DICOM results need highdicom: {install_hint('dicom-results')}") from None
     return highdicom
 
 
@@ -134,3 +132,18 @@ def write_dataset(dataset: object, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     dataset.save_as(partial, enforce_file_format=True)
     partial.replace(path)
+
+
+def write_dicom_results(
+    source_path: Path,
+    prediction: Prediction,
+    overlay_rgb: np.ndarray,
+    manifest: Manifest,
+    model_sha256: str,
+    files: tuple[Path, Path],
+) -> None:
+    """Make the SR and the SC of one scored DICOM and write them (atomically) to ``files`` (SR, SC): the one
+    path of batch runs and of the PACS node."""
+    made = make_dicom_results(source_path, prediction, overlay_rgb, manifest, model_sha256)
+    write_dataset(made.structured_report, files[0])
+    write_dataset(made.secondary_capture, files[1])

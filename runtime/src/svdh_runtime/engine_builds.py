@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import BackendError, MissingDependencyError
+from .errors import BackendError, MissingDependencyError, install_hint
 
 
 def build_engine_for(bundle_dir: Path) -> None:
@@ -19,7 +19,7 @@ def build_engine_for(bundle_dir: Path) -> None:
     command = shutil.which("svdh-export")
     if command is None:
         raise MissingDependencyError(
-            "--build-engine needs the svdh-export command and TensorRT: pip install 'svdh-exporter[tensorrt]'"
+            f"--build-engine needs the svdh-export command and TensorRT: {install_hint('tensorrt', 'exporter')}"
         )
     if subprocess.run([command, "build-engine", str(bundle_dir)]).returncode != 0:
         raise BackendError("building a TensorRT engine failed (see the message above)")

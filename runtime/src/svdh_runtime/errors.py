@@ -39,6 +39,11 @@ class BackendError(SvdhError):
     exit_code = ExitCode.BUNDLE
 
 
+def install_hint(extra: str, folder: str = "runtime") -> str:
+    """The command that installs an optional part, as the README gives it (from the repository root)."""
+    return f"pip install './{folder}[{extra}]' (from the svdh repository)"
+
+
 class MissingDependencyError(SvdhError):
     """An optional package needed for the requested feature is not installed."""
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, install_hint
 
 MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs)
 MAX_SIDE = 16_384
 RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")  # computed, digital and film-digitised radiography
-CODECS_HINT = "pip install 'svdh-runtime[codecs]'"
+CODECS_HINT = install_hint("codecs")
 # Transfer syntax -> the plugin measured fastest for it here on a 2500x2000 12-bit image:
 # JPEG-LS pyjpegls 93 ms vs pylibjpeg 375 ms; RLE pylibjpeg-rle 20 ms vs pydicom's own 93 ms.
 _FASTEST_PLUGIN = {

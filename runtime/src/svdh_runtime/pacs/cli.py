@@ -140,6 +140,10 @@ def status(
     from .node import read_status
 
     folder = _spool(spool)
+    if not (folder / "status.json").exists():
+        print(json.dumps({"spool": str(folder), "state": "down", "running": False}, indent=2))
+        err(f"svdh-run status: no node has run with the spool {folder} (start one with svdh-run serve)")
+        raise typer.Exit(int(ExitCode.NODE_DOWN))
     record = read_status(folder)
     age = time.time() - float(record.get("heartbeat", 0))
     record["spool"] = str(folder)

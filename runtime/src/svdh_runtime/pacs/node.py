@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError, SvdhError
+from ..errors import InputError, MissingDependencyError, SvdhError, install_hint
 from ..files import atomic_write_bytes, atomic_write_text
 from .access import CALLING_AE_NOT_RECOGNISED, AccessPolicy, TlsFiles, Verdict
 from .spool import Spool, item_key
@@ -99,7 +99,7 @@ def _require_pacs_packages() -> None:
         try:
             __import__(name)
         except ImportError:
-            raise MissingDependencyError(f"the PACS node needs {name}: pip install 'svdh-runtime[pacs]'") from None
+            raise MissingDependencyError(f"the PACS node needs {name}: {install_hint('pacs')}") from None
 
 
 class PacsNode:
@@ -234,7 +234,7 @@ class PacsNode:
     # -- scoring and delivery -----------------------------------------------------------------------------
     def _score(self, key: str) -> dict[str, Any] | None:
         """Score one spooled image and persist its SR and SC; None when the image is refused."""
-        from ..dicom_results import make_dicom_results, write_dataset
+        from ..dicom_results import write_dicom_results
         from ..overlay import render_overlay
 
         path = self.spool.path("work", key)
@@ -244,13 +244,11 @@ class PacsNode:
             return None
         try:
             picture = render_overlay(result, self.bundle.manifest)
-            made = make_dicom_results(
-                path, result.prediction, np.asarray(picture), self.bundle.manifest, self.bundle.model_sha256
-            )
             folder = self.spool.results_dir(key)
             folder.mkdir(parents=True, exist_ok=True)
-            write_dataset(made.structured_report, folder / "sr.dcm")
-            write_dataset(made.secondary_capture, folder / "sc.dcm")
+            files = (folder / "sr.dcm", folder / "sc.dcm")
+            manifest, sha256 = self.bundle.manifest, self.bundle.model_sha256
+            write_dicom_results(path, result.prediction, np.asarray(picture), manifest, sha256, files)
         except (InputError, ValueError, TypeError, AttributeError, KeyError) as exc:
             self._refuse(key, f"results could not be made from this image's header ({type(exc).__name__})")
             return None
