@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError, MissingDependencyError, SvdhError, install_hint
 from ..files import atomic_write_bytes, atomic_write_text
-from .access import CALLING_AE_NOT_RECOGNISED, AccessPolicy, TlsFiles, Verdict
+from .access import CALLING_AE_NOT_RECOGNISED, AccessPolicy, AllowRule, TlsFiles, Verdict
 from .spool import Spool, item_key
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class NodeOptions:
     model: Path | None = None
     backend: str = "auto"
     threads: int | None = None
-    allow: tuple = ()  # AllowRule: who may call (empty: anyone)
+    allow: tuple[AllowRule, ...] = ()  # who may call (empty: anyone)
     tls: TlsFiles | None = None
     forward_tls: bool = False  # send results to --forward over DICOM TLS too
 
@@ -112,7 +112,9 @@ class PacsNode:
         from ..scoring import Scorer
 
         self.options, self.log = options, log
-        self.spool = Spool(options.spool, options.max_queue)
+        self.spool = Spool(options.spool, options.max_queue, tidy=True)
+        if self.spool.partials_removed:
+            log(f"removed {self.spool.partials_removed} partial file(s) a stopped node left in the spool")
         if options.outbox is not None:
             options.outbox.mkdir(parents=True, exist_ok=True)
         self.bundle = load_bundle(options.model)
