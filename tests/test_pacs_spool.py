@@ -224,3 +224,27 @@ def test_status_of_a_spool_no_node_has_used_is_down(tmp_path: Path) -> None:
     done = run_cli("svdh-run", "status", "--spool", str(tmp_path / "never"))
     assert done.returncode == 4 and json.loads(done.stdout)["state"] == "down"
     assert "no node has run with the spool" in done.stderr
+
+
+def test_many_senders_of_one_image_queue_it_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    spool = Spool(tmp_path / "spool")
+    with ThreadPoolExecutor(max_workers=8) as senders:
+        fresh = list(senders.map(lambda _: spool.put("1.2.3", b"image" * 10000), range(8)))
+    assert sorted(fresh) == [False] * 7 + [True], "one queues it, the others are told it is a duplicate"
+    assert spool.counts().incoming == 1 and not list((tmp_path / "spool").rglob("*.partial"))
+
+
+def test_a_failed_write_leaves_no_partial_file_and_a_starting_node_tidies_old_ones(tmp_path: Path) -> None:
+    from svdh_runtime.files import atomic_target
+
+    target = tmp_path / "result.json"
+    with pytest.raises(RuntimeError), atomic_target(target) as partial:
+        partial.write_text("half")
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+    spool = Spool(tmp_path / "spool")
+    (tmp_path / "spool" / "incoming" / "1.2.3.dcm.abc.partial").write_bytes(b"x" * 100)  # a killed node's
+    assert Spool(tmp_path / "spool").partials_removed == 0, "only a starting node tidies"
+    assert Spool(tmp_path / "spool", tidy=True).partials_removed == 1 and spool.counts().incoming == 0

@@ -27,6 +27,39 @@ SUMMARY_NAME = "summary.csv"
 REPORT_NAME = "report.html"
 
 
+LOCK_NAME = ".svdh-run.lock"
+
+
+def claim_output_folder(out: Path) -> io.TextIOWrapper:
+    """Make sure ``--out`` is a folder this run can write, and hold it: a second run on the same folder is
+    refused until this one ends (the lock goes with the returned handle, also when the process dies)."""
+    import tempfile
+
+    from .errors import InputError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(dir=out, prefix=".svdh-write-check.")
+        os.close(descriptor)
+        os.unlink(probe)
+        handle = (out / LOCK_NAME).open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot be written to ({exc.strerror or exc})") from None
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise InputError(f"--out {out}: another svdh-run is writing there; wait for it to finish") from None
+    return handle
+
+
 def input_key(path: Path) -> str:
     """What identifies an input across runs: its absolute, resolved path."""
     return os.path.realpath(path)

@@ -123,16 +123,19 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from .batch import RESULTS_NAME, Progress, ResultsLog, input_key, write_summary
+    from .batch import RESULTS_NAME, Progress, ResultsLog, claim_output_folder, input_key, write_summary
     from .bundle import load_bundle
     from .discovery import discover
     from .scoring import Scorer
 
     bundle = load_bundle(model)
     out = options.out
+    claim = claim_output_folder(out) if out is not None else None  # before any work: a bad --out costs nothing
     found = discover(images, exclude=out)
     for folder in found.empty_folders:
         err(f"svdh-run: {folder}: holds no images to score")
+    if found.repeats:
+        err(f"note: {found.repeats} input(s) were the same file as another (named twice, or a link); scored once")
     paths = found.images
     log = ResultsLog(out / RESULTS_NAME) if out is not None else None
     if log is not None:
@@ -169,6 +172,8 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
         err(f"{len(found.skipped)} file(s) skipped, not images to score: {found.skipped_summary()}")
     if log is not None:
         write_summary(log.records.values(), out)
+    if claim is not None:
+        claim.close()
     return int(ExitCode.INPUT if failures or found.empty_folders else ExitCode.OK)
 
 

@@ -10,6 +10,7 @@ import typer
 
 from .errors import ExitCode, SvdhError
 from .logs import LogLevel
+from .text import one_line
 
 LogLevelOption = Annotated[
     LogLevel, typer.Option("--log-level", help="Diagnostics on stderr: warning, info or debug (never patient data).")
@@ -17,8 +18,8 @@ LogLevelOption = Annotated[
 
 
 def err(message: str) -> None:
-    """Print a message for the person at the terminal (stderr, flushed)."""
-    print(message, file=sys.stderr, flush=True)
+    """Print a message for the person at the terminal (stderr, flushed), on one line."""
+    print(one_line(message), file=sys.stderr, flush=True)
 
 
 def run_app(app: typer.Typer, prog: str) -> None:

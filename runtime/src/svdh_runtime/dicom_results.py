@@ -129,9 +129,10 @@ def make_dicom_results(
 
 def write_dataset(dataset: object, path: Path) -> None:
     """Write a DICOM file atomically."""
-    partial = path.with_name(path.name + ".partial")
-    dataset.save_as(partial, enforce_file_format=True)
-    partial.replace(path)
+    from .files import atomic_target
+
+    with atomic_target(path) as partial:
+        dataset.save_as(partial, enforce_file_format=True)
 
 
 def write_dicom_results(

@@ -69,6 +69,7 @@ class Found:
     images: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     empty_folders: list[Path] = field(default_factory=list)  # named folders without one image to score
+    repeats: int = 0  # inputs that were the same file as an earlier one (named twice, a link to it)
 
     def skipped_summary(self) -> str:
         """The skips by kind, most frequent first: 'not an image file 3, DICOMDIR 1, structured report 1'."""
@@ -85,9 +86,11 @@ def discover(inputs: Iterable[Path], exclude: Path | None = None) -> Found:
 
     def add_image(path: Path) -> None:
         key = os.path.realpath(path)
-        if key not in seen:
-            seen.add(key)
-            found.images.append(path)
+        if key in seen:
+            found.repeats += 1
+            return
+        seen.add(key)
+        found.images.append(path)
 
     def add_skip(skip: Skipped) -> None:
         key = os.path.realpath(skip.path)

@@ -1,16 +1,40 @@
-"""Atomic file writes: write beside the target, then rename, so readers never see half a file."""
+"""Atomic file writes: write beside the target, then rename, so readers never see half a file.
+
+Each write has a partial file of its own (``NAME.<random>.partial``), so two
+writers of one target never share one, and the partial file is removed on
+every failure (a full disk, a refused encoding, an interrupt): nothing is left
+behind but the previous version of the target, if there was one.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """A fresh partial path to write to; renamed onto ``path`` when the block succeeds, removed when not."""
+    path = Path(path)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=PARTIAL_SUFFIX)
+    os.close(descriptor)
+    partial = Path(name)
+    try:
+        yield partial
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    with atomic_target(path) as partial:
+        partial.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -20,17 +44,32 @@ def atomic_write_text(path: Path, text: str) -> None:
 def durable_write_bytes(path: Path, data: bytes) -> None:
     """:func:`atomic_write_bytes`, and on disk before it returns: the file and its folder are fsynced."""
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
+    with atomic_target(path) as partial, partial.open("wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    partial.replace(path)
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
     try:
-        descriptor = os.open(path.parent, os.O_RDONLY)
+        descriptor = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete partial files left under ``folder`` by a process that was killed mid-write; how many."""
+    removed = 0
+    for partial in Path(folder).rglob(f"*{PARTIAL_SUFFIX}"):
+        try:
+            partial.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed

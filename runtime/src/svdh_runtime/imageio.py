@@ -20,6 +20,7 @@ from .errors import InputError, install_hint
 
 MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs)
 MAX_SIDE = 16_384
+MAX_INFLATED_BYTES = 192 << 20  # a deflated dataset may inflate to this much (80 MP x 2 bytes, and headers)
 RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")  # computed, digital and film-digitised radiography
 CODECS_HINT = install_hint("codecs")
 # Transfer syntax -> the plugin measured fastest for it here on a 2500x2000 12-bit image:
@@ -137,6 +138,55 @@ def read_dicom(path: Path, include_phi: bool = False, needed: tuple[int, int] | 
             raise InputError(f"{path}: damaged DICOM file ({_one_line(exc)})") from None
 
 
+def _dcmread_bounded(path: Path) -> pydicom.Dataset:  # noqa: F821
+    """``pydicom.dcmread``, except that a deflated dataset is inflated in a stream and refused beyond
+    :data:`MAX_INFLATED_BYTES` (pydicom would inflate all of it in one call: 1 MB can become 1 GiB)."""
+    import io
+    import zlib
+
+    import pydicom
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return pydicom.dcmread(path)  # no Part 10 meta: pydicom decides, nothing to inflate
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return pydicom.dcmread(path)
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if group_length is None:
+        raise InputError(f"{path}: deflated DICOM without a file meta group length")
+    start = 132 + 12 + int(group_length)
+    if _inflated_size(path, start) > MAX_INFLATED_BYTES:  # measured first, in 1 MiB steps, keeping nothing
+        raise InputError(f"{path}: deflated dataset inflates beyond {MAX_INFLATED_BYTES >> 20} MiB; refused")
+    with Path(path).open("rb") as handle:
+        handle.seek(start)
+        inflated = zlib.decompress(handle.read(), -zlib.MAX_WBITS)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the bytes below are the inflated dataset
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=False)
+    buffer.write(inflated)
+    buffer.seek(0)
+    return pydicom.dcmread(buffer)
+
+
+def _inflated_size(path: Path, start: int) -> int:
+    """How many bytes the raw deflate stream from ``start`` inflates to, stopping past the limit."""
+    import zlib
+
+    inflator, size = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with Path(path).open("rb") as handle:
+        handle.seek(start)
+        while size <= MAX_INFLATED_BYTES and (chunk := handle.read(1 << 16)):
+            while chunk and size <= MAX_INFLATED_BYTES:
+                size += len(inflator.decompress(chunk, 1 << 20))
+                chunk = inflator.unconsumed_tail
+    return size
+
+
 def _header_int(ds: object, keyword: str, default: int) -> int:
     """An integer header value; a malformed one is an input error, not a crash."""
     value = getattr(ds, keyword, None)
@@ -149,11 +199,12 @@ def _header_int(ds: object, keyword: str, default: int) -> int:
 
 
 def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = None) -> LoadedImage:
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = _dcmread_bounded(path)
+    except InputError:
+        raise
     except InvalidDicomError:
         raise InputError(f"{path}: not a DICOM file") from None
     except Exception as exc:  # pydicom raises many kinds on damaged files
@@ -227,6 +278,7 @@ def decoded_pixels(
     _choose_decoder(ds, path)
     stored, reduction = None, 0
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    _check_codestream_size(ds, path, syntax)
     if needed is not None and syntax in JPEG2000_SYNTAXES:
         level = reduction_level(int(ds.Rows), int(ds.Columns), needed)
         stored = decode_reduced(ds, level) if level else None
@@ -240,6 +292,28 @@ def decoded_pixels(
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         image = np.float32(image.max()) - image
     return image, reduction
+
+
+def _check_codestream_size(ds: pydicom.Dataset, path: Path, syntax: str) -> None:  # noqa: F821
+    """Refuse a compressed image whose codestream declares another size than the DICOM header (a decoder
+    would allocate what the codestream says), before anything is decoded."""
+    from pydicom.encaps import generate_fragments
+
+    from .codestreams import SIZED_SYNTAXES, CodestreamError, declared_size
+
+    if syntax not in SIZED_SYNTAXES or "PixelData" not in ds:
+        return
+    try:
+        items = generate_fragments(ds.PixelData)
+        next(items)  # the Basic Offset Table
+        size = declared_size(syntax, next(items))  # the first fragment holds the frame header
+    except (CodestreamError, ValueError, TypeError, StopIteration) as exc:
+        raise InputError(f"{path}: compressed pixel data without a readable frame header ({_one_line(exc)})") from None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if size != (rows, columns):
+        raise InputError(
+            f"{path}: the codestream declares {size[1]}x{size[0]} pixels but the header {columns}x{rows}; refused"
+        )
 
 
 def _choose_decoder(ds: pydicom.Dataset, path: Path) -> None:  # noqa: F821

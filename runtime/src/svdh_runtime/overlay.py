@@ -93,7 +93,8 @@ def compose_overlay(
 
 def write_overlay(picture: PIL.Image.Image, path: Path) -> None:  # noqa: F821
     """Write atomically, so an interrupted run never leaves a half-written PNG."""
+    from .files import atomic_target
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    picture.save(partial, format="PNG", compress_level=1)  # level 6 costs ~0.2 s more per image
-    partial.replace(path)
+    with atomic_target(path) as partial:
+        picture.save(partial, format="PNG", compress_level=1)  # level 6 costs ~0.2 s more per image

@@ -7,6 +7,7 @@ from typing import Any
 from .bundle import Bundle
 from .manifest import Manifest
 from .scoring import ScoreResult
+from .text import one_line
 
 
 def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: str | None = None) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def caption(result: ScoreResult, manifest: Manifest) -> str:
 
 
 def summary_line(result: ScoreResult, manifest: Manifest) -> str:
-    """One human-readable line for the console."""
+    """One human-readable line for the console (control characters in a file name escaped)."""
     if result.status != "ok" or result.prediction is None:
-        return f"{result.source}: {result.status}: {result.reason}"
-    return f"{result.source}: {caption(result, manifest)}"
+        return one_line(f"{result.source}: {result.status}: {result.reason}")
+    return one_line(f"{result.source}: {caption(result, manifest)}")

@@ -99,14 +99,18 @@ class Scorer:
         """Read and prepare one file (thread-safe; batch runs do this ahead of inference)."""
         result = ScoreResult(source=str(path), status="error")
         started = time.perf_counter()
+        spec = self.bundle.manifest.preprocessing
         try:
-            spec = self.bundle.manifest.preprocessing
             image = read_image(Path(path), include_phi=self.include_phi, needed=(spec.height, spec.width))
-            result.image, result.meta = image, image.meta
-            read_done = time.perf_counter()
-            result.prepared = prepare_loaded(image, spec)
-        except InputError as exc:
+        except InputError as exc:  # the reader's messages name the file
             result.reason = str(exc)
+            return result
+        result.image, result.meta = image, image.meta
+        read_done = time.perf_counter()
+        try:
+            result.prepared = prepare_loaded(image, spec)
+        except InputError as exc:  # blank, non-finite, too small: said of this file
+            result.reason = f"{path}: {exc}"
             return result
         result.timings_ms = {"read": _ms(read_done - started), "preprocess": _ms(time.perf_counter() - read_done)}
         return result

@@ -28,12 +28,13 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_text, durable_write_bytes
+from ..files import PARTIAL_SUFFIX, atomic_write_text, fsync_folder, remove_partials
 
 STATES = ("incoming", "work", "done", "failed")
 _SAFE_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -72,11 +73,13 @@ class Counts:
 class Spool:
     """The folders of one node's queue."""
 
-    def __init__(self, root: Path, max_queue: int = 500) -> None:
+    def __init__(self, root: Path, max_queue: int = 500, tidy: bool = False) -> None:
+        """``tidy``: the node starting: remove partial files a killed node left (never while one runs)."""
         self.root = Path(root)
         self.max_queue = max_queue
         for name in (*STATES, "results", "resend"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
+        self.partials_removed = remove_partials(self.root) if tidy else 0
 
     def path(self, state: str, key: str) -> Path:
         return self.root / state / f"{key}.dcm"
@@ -109,11 +112,32 @@ class Spool:
         return None
 
     def put(self, key: str, data: bytes) -> bool:
-        """Queue a received file durably; False when this instance was already received."""
+        """Queue a received file durably; False when this instance was already received.
+
+        Each store writes a partial file of its own and then claims the name with a hard link, which
+        fails when another store of the same instance got there first: of several senders of one image,
+        one queues it and the others are told it is a duplicate."""
         if self.state_of(key) is not None:
             return False
-        durable_write_bytes(self.path("incoming", key), data)
-        return True
+        incoming = self.root / "incoming"
+        target = self.path("incoming", key)
+        descriptor, name = tempfile.mkstemp(dir=incoming, prefix=f"{key}.", suffix=PARTIAL_SUFFIX)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(name, target)
+            except FileExistsError:
+                return False
+            if any(self.path(state, key).exists() for state in STATES if state != "incoming"):
+                target.unlink(missing_ok=True)  # taken by the worker meanwhile: this copy is a duplicate
+                return False
+            fsync_folder(incoming)
+            return True
+        finally:
+            Path(name).unlink(missing_ok=True)
 
     def next_incoming(self) -> str | None:
         """The oldest received item, moved to ``work/``."""
@@ -167,7 +191,7 @@ class Spool:
         atomic_write_text(self.root / "resend" / key, json.dumps({"requested": time.time()}) + "\n")
 
     def resend_requests(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "resend").iterdir() if not p.name.endswith(".partial"))
+        return sorted(p.name for p in (self.root / "resend").iterdir() if not p.name.endswith(PARTIAL_SUFFIX))
 
     def reopen_for_resend(self, key: str) -> bool:
         """Put a done item back in ``work/`` with its results marked undelivered; False (and the request

@@ -1,0 +1,99 @@
+"""Defects found by attacking the runtime as a careless operator would: each with inputs made here."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from svdh_runtime.errors import InputError
+from svdh_runtime.imageio import read_image
+
+
+@pytest.fixture()
+def one_image(phantoms: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "in" / "one.dcm"
+    target.parent.mkdir()
+    shutil.copy(sorted((phantoms / "images").glob("*.dcm"))[0], target)
+    return target
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(one_image: Path, bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file")
+    done = run_cli("svdh-run", str(one_image), "--model", str(bundle), "--out", str(tmp_path / "taken"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == f"svdh-run: error: --out {tmp_path / 'taken'}: is a file, not a folder"
+
+
+def test_out_that_cannot_be_written_is_refused_before_any_work(one_image: Path, bundle: Path) -> None:
+    done = run_cli("svdh-run", str(one_image), "--model", str(bundle), "--out", "/proc/svdh-results")
+    assert done.returncode == 2 and done.stdout == "" and "cannot be written to" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
+    one_image: Path, bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / ".svdh-run.lock").open("a+") as held:  # what a running svdh-run holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = run_cli("svdh-run", str(one_image), "--model", str(bundle), "--out", str(out))
+    assert done.returncode == 2 and "another svdh-run is writing there" in done.stderr
+    assert not (out / "results.jsonl").exists()
+    after = run_cli("svdh-run", str(one_image), "--model", str(bundle), "--out", str(out))
+    assert after.returncode == 0, after.stderr
+
+
+def test_the_same_file_named_twice_and_linked_is_scored_once(one_image: Path, bundle: Path, tmp_path: Path) -> None:
+    os.symlink(one_image, tmp_path / "link.dcm")
+    done = run_cli(
+        "svdh-run", str(one_image), str(one_image), str(tmp_path / "link.dcm"), "--model", str(bundle), "--json"
+    )
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) == 1
+    assert "2 input(s) were the same file as another" in done.stderr
+
+
+def test_a_file_name_with_a_newline_keeps_each_error_on_one_line(bundle: Path, tmp_path: Path) -> None:
+    strange = tmp_path / "patient\nname.txt"
+    strange.write_text("not an image")
+    done = run_cli("svdh-run", str(strange), "--model", str(bundle))
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("svdh-run:")]
+    assert len(errors) == 1 and errors[0].endswith("patient\\nname.txt: not a DICOM, PNG, JPEG, TIFF or WebP file")
+    assert not any(line.startswith("name.txt") for line in done.stderr.splitlines())
+
+
+def test_a_blank_image_refusal_names_the_file(bundle: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.full((300, 240), 128, np.uint8)).save(tmp_path / "blank.png")
+    done = run_cli("svdh-run", str(tmp_path / "blank.png"), "--model", str(bundle), "--json")
+    assert done.returncode == 2
+    reason = json.loads(done.stdout)["reason"]
+    assert reason.startswith(str(tmp_path / "blank.png")) and "no contrast" in reason
+
+
+def test_palette_images_are_read_through_their_palette(tmp_path: Path) -> None:
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    grey = Image.fromarray(ramp)
+    grey.save(tmp_path / "grey.png")
+    palette = grey.convert("P")  # the same picture through a 256-grey palette, indices shuffled
+    order = np.random.default_rng(0).permutation(256)
+    inverse = np.argsort(order)
+    shuffled = Image.fromarray(inverse[ramp].astype(np.uint8), mode="P")
+    shuffled.putpalette(np.repeat(order.astype(np.uint8), 3).tolist())
+    shuffled.save(tmp_path / "palette.png")
+    assert Image.open(tmp_path / "palette.png").mode == "P" and palette.mode == "P"
+    assert np.array_equal(read_image(tmp_path / "palette.png").pixels, read_image(tmp_path / "grey.png").pixels)
+    colours = Image.fromarray(np.tile(np.arange(8, dtype=np.uint8), (64, 8)), mode="P")
+    colours.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0, 0, 255, 255, 255, 0, 255, 9, 9, 9, 200, 200, 200])
+    colours.save(tmp_path / "colours.png")
+    with pytest.raises(InputError, match="colour image"):
+        read_image(tmp_path / "colours.png")
