@@ -6,11 +6,17 @@ import fcntl
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from conftest import run_cli
 from svdh_runtime.errors import InputError
@@ -97,3 +103,75 @@ def test_palette_images_are_read_through_their_palette(tmp_path: Path) -> None:
     colours.save(tmp_path / "colours.png")
     with pytest.raises(InputError, match="colour image"):
         read_image(tmp_path / "colours.png")
+
+
+def _with_header(source: Path, target: Path, **values: str) -> Path:
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for keyword, value in values.items():
+        ds[keyword].value = value  # written as given, however invalid
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def test_invalid_header_values_never_reach_stderr_nor_stop_the_batch(
+    phantoms: Path, bundle: Path, tmp_path: Path
+) -> None:
+    source = sorted((phantoms / "images").glob("*.dcm"))[0]
+    bad_date = _with_header(source, tmp_path / "bad-date.dcm", PatientBirthDate="1945-03-17")
+    bad_study = _with_header(source, tmp_path / "bad-study.dcm", StudyInstanceUID="Secretname.8472615")
+    good = _with_header(source, tmp_path / "good.dcm")
+    out = tmp_path / "out"
+    done = run_cli("svdh-run", str(bad_date), str(bad_study), str(good), "--model", str(bundle), "--out", str(out),
+                   "--dicom-results", "--json")  # fmt: skip
+    records = {Path(r["source"]).name: r for r in map(json.loads, done.stdout.splitlines())}
+    assert [r["status"] for r in records.values()] == ["ok", "ok", "ok"], "every image is scored"
+    assert "1945" not in done.stderr and "Secretname" not in done.stderr and "Traceback" not in done.stderr
+    assert records["bad-date.dcm"]["dicom_results_dropped"] == ["PatientBirthDate"]
+    assert pydicom.dcmread(out / "bad-date.sr.dcm").PatientBirthDate == ""
+    assert records["good.dcm"]["dicom_results"] and "dicom_results_dropped" not in records["good.dcm"]
+    error = records["bad-study.dcm"]["dicom_results_error"]  # results that cannot be made are said so: exit 2
+    assert error == "DICOM results not made: invalid StudyInstanceUID: results could not reference this image"
+    assert done.returncode == 2 and not (out / "bad-study.sr.dcm").exists()
+
+
+def test_an_unreadable_sub_folder_is_an_error_for_that_folder(
+    phantoms: Path, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from svdh_runtime.cli import RunOptions, _score_all
+    from svdh_runtime.discovery import discover
+
+    root = tmp_path / "in"
+    (root / "locked").mkdir(parents=True)
+    shutil.copy(sorted((phantoms / "images").glob("*.dcm"))[0], root / "one.dcm")
+    shutil.copy(sorted((phantoms / "images").glob("*.dcm"))[1], root / "locked" / "two.dcm")
+    real = os.scandir
+
+    def scandir(path: object = ".") -> object:  # what a folder without read permission does (tests run as root)
+        if Path(path) == root / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = discover([root])
+    assert found.images == [root / "one.dcm"] and [u.path for u in found.unreadable] == [root / "locked"]
+    options = RunOptions(None, True, False, "onnxruntime", 1, False)
+    assert _score_all([root], bundle, options) == 2
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["status"] for r in records] == ["error", "ok"]
+    assert "folder cannot be read (Permission denied)" in records[0]["reason"]
+
+
+def test_status_of_a_killed_node_is_down_at_once(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    status = {"running": True, "heartbeat": time.time(), "pid": gone.pid, "host": socket.gethostname()}
+    (spool / "status.json").write_text(json.dumps(status))
+    done = run_cli("svdh-run", "status", "--spool", str(spool))
+    assert done.returncode == 4 and f"its process {gone.pid} is gone" in done.stderr
+    status["pid"] = os.getpid()  # alive: judged by the heartbeat
+    (spool / "status.json").write_text(json.dumps(status))
+    assert run_cli("svdh-run", "status", "--spool", str(spool)).returncode == 0

@@ -22,7 +22,7 @@ import typer
 
 from .backends.choice import BackendChoice
 from .cli_support import LogLevelOption, err, run_app
-from .errors import ExitCode
+from .errors import ExitCode, InputError, MissingDependencyError
 from .logs import LogLevel
 
 if TYPE_CHECKING:
@@ -141,14 +141,14 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     if log is not None:
         done = set() if options.rescore else {input_key(p) for p in paths if log.is_scored(input_key(p))}
         log.forget(input_key(p) for p in paths if input_key(p) not in done)  # refused earlier: try again
-        log.forget(input_key(s.path) for s in found.skipped)  # classified again below
+        log.forget(input_key(s.path) for s in [*found.skipped, *found.unreadable])  # recorded again below
         if done:
             err(f"{len(done)} input(s) already scored in {log.path}; skipped (--rescore scores them again)")
         paths = [p for p in paths if input_key(p) not in done]
     _report_skipped(found.skipped, options, log)
+    failures = _report_unreadable(found.unreadable, options, log)
     used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
     scorer = Scorer(bundle, None, include_phi=options.include_phi)
-    failures = 0
     with ThreadPoolExecutor(max_workers=2) as readers:  # decode ahead while the model loads and runs
         pending: deque = deque()
         queue = iter(paths)
@@ -175,6 +175,20 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     if claim is not None:
         claim.close()
     return int(ExitCode.INPUT if failures or found.empty_folders else ExitCode.OK)
+
+
+def _report_unreadable(unreadable: list[Skipped], options: RunOptions, log: ResultsLog | None) -> int:
+    """An error record (and one line) per folder that could not be listed; how many."""
+    from .batch import input_key
+
+    for folder in unreadable:
+        err(f"svdh-run: {folder.reason}")
+        record = {"source": str(folder.path), "status": "error", "reason": folder.reason}
+        if log is not None:
+            log.append({**record, "source_path": input_key(folder.path), "name": None})
+        if options.as_json:
+            print(json.dumps(record), flush=True)
+    return len(unreadable)
 
 
 def _report_skipped(skipped: list[Skipped], options: RunOptions, log: ResultsLog | None) -> None:
@@ -224,14 +238,23 @@ def _report(
     from .overlay import render_overlay, write_overlay
     from .report import result_record, summary_line
 
-    out, name, overlay_path, dicom_files = options.out, None, None, []
+    out, name, overlay_path, dicom_files, dropped, results_error = options.out, None, None, [], (), None
     if result.status == "ok" and out is not None:
         name = _unique_stem(path, used_names)
         overlay_path = out / f"{name}.overlay.png"
         picture = render_overlay(result, bundle.manifest)
         write_overlay(picture, overlay_path)
         if options.dicom_results and result.meta.format == "dicom":
-            dicom_files = _write_dicom_results(path, result, picture, bundle, out / name)
+            try:
+                dicom_files, dropped = _write_dicom_results(path, result, picture, bundle, out / name)
+            except MissingDependencyError:
+                raise  # highdicom missing: the whole run needs it
+            except InputError as exc:  # ours: says which attribute, never its value
+                results_error = f"DICOM results not made: {exc}"
+                err(f"svdh-run: {path}: scored, but {results_error}")
+            except Exception as exc:  # the header is the problem; its message may quote patient data: not shown
+                results_error = f"DICOM results could not be made from this image's header ({type(exc).__name__})"
+                err(f"svdh-run: {path}: scored, but {results_error}")
     if result.status == "ok":
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
     else:
@@ -239,6 +262,11 @@ def _report(
     record = result_record(result, bundle, backend_name, str(overlay_path) if overlay_path else None)
     if dicom_files:
         record["dicom_results"] = [str(f) for f in dicom_files]
+    if dropped:
+        record["dicom_results_dropped"] = list(dropped)  # attributes with invalid values, left empty
+        err(f"svdh-run: {path}: invalid {', '.join(dropped)} left empty in its DICOM results")
+    if results_error:
+        record["dicom_results_error"] = results_error
     if name is not None:
         _write_json(out / f"{name}.json", record)
     if log is not None:
@@ -247,20 +275,23 @@ def _report(
         print(json.dumps(record), flush=True)
     elif result.status == "ok":
         print(summary_line(result, bundle.manifest), flush=True)
-    return 0 if result.status == "ok" else 1
+    return 0 if result.status == "ok" and results_error is None else 1
 
 
 def _write_dicom_results(
     path: Path, result: ScoreResult, picture: PIL.Image.Image, bundle: Bundle, stem: Path
-) -> list[Path]:
-    """The SR and the Secondary Capture of one scored DICOM, next to its overlay."""
+) -> tuple[list[Path], tuple[str, ...]]:
+    """The SR and the Secondary Capture of one scored DICOM, next to its overlay; and the source attributes
+    left empty in them (invalid values)."""
     import numpy as np
 
     from .dicom_results import write_dicom_results
 
     files = (stem.with_name(stem.name + ".sr.dcm"), stem.with_name(stem.name + ".sc.dcm"))
-    write_dicom_results(path, result.prediction, np.asarray(picture), bundle.manifest, bundle.model_sha256, files)
-    return list(files)
+    dropped = write_dicom_results(
+        path, result.prediction, np.asarray(picture), bundle.manifest, bundle.model_sha256, files
+    )
+    return list(files), dropped
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

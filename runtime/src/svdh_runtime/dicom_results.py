@@ -11,12 +11,13 @@ codes, so they use the private coding scheme ``99SVDH``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingDependencyError, install_hint
+from .errors import InputError, MissingDependencyError, install_hint
 from .manifest import Manifest
 from .scoring import Prediction
 
@@ -24,12 +25,51 @@ SCHEME = "99SVDH"
 MANUFACTURER = "svdh"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
+CONVERTED_VRS = ("DA", "DT", "TM", "DS", "IS", "UI", "AS")  # values that are parsed when copied
+REFERENCED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")  # results need them
 
 
 @dataclass(frozen=True)
 class DicomResults:
     structured_report: object  # pydicom Dataset
     secondary_capture: object  # pydicom Dataset
+    dropped: tuple[str, ...] = ()  # attributes of the source left empty because their values were invalid
+
+
+def drop_invalid_values(source: object) -> tuple[str, ...]:
+    """Empty every top-level date, time, number or UID of ``source`` whose value its VR does not allow (a birth
+    date written ``1945-03-17``), which the results could not copy; returns their keywords (never the values:
+    they may be patient data). Names and other text are copied as they are, so the results still match."""
+    from collections.abc import Sequence
+
+    import pydicom
+    from pydicom import config
+    from pydicom.datadict import dictionary_VR
+    from pydicom.valuerep import validate_value
+
+    dropped = []
+    for tag in list(source.keys()):
+        raw = source.get_item(tag)  # as read: not yet converted (conversion would warn, quoting the value)
+        try:
+            vr = raw.VR or dictionary_VR(tag)
+        except KeyError:  # a private tag of unknown VR: not copied to the results
+            continue
+        if vr not in CONVERTED_VRS:
+            continue
+        value = raw.value
+        if isinstance(value, bytes):
+            text = value.decode("ascii", "replace")
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            text = "\\".join(str(v) for v in value)
+        else:
+            text = "" if value is None else str(value)
+        try:
+            for part in text.strip(" \0").split("\\"):
+                validate_value(vr, part.strip(" \0"), config.RAISE)
+        except Exception:  # any way a value can be wrong
+            source[tag] = pydicom.DataElement(tag, vr, "")
+            dropped.append(source[tag].keyword or f"({tag.group:04X},{tag.element:04X})")
+    return tuple(dropped)
 
 
 def _highdicom():  # noqa: ANN202
@@ -55,10 +95,29 @@ def make_dicom_results(
 ) -> DicomResults:
     """Build the SR and the SC for one scored DICOM (headers re-read, pixels not needed)."""
     import pydicom
-    from pydicom.uid import generate_uid
 
     hd = _highdicom()
-    source = pydicom.dcmread(source_path, stop_before_pixels=True)
+    with warnings.catch_warnings():  # pydicom's and highdicom's warnings quote header values: never shown
+        warnings.simplefilter("ignore")
+        source = pydicom.dcmread(source_path, stop_before_pixels=True)
+        dropped = drop_invalid_values(source)
+        unusable = [keyword for keyword in REFERENCED_UIDS if keyword in dropped]
+        if unusable:
+            raise InputError(f"invalid {', '.join(unusable)}: results could not reference this image")
+        return _make(source, dropped, prediction, overlay_rgb, manifest, model_sha256, hd)
+
+
+def _make(
+    source: object,
+    dropped: tuple[str, ...],
+    prediction: Prediction,
+    overlay_rgb: np.ndarray,
+    manifest: Manifest,
+    model_sha256: str,
+    hd: object,
+) -> DicomResults:
+    from pydicom.uid import generate_uid
+
     uid = _result_uids(str(source.get("SOPInstanceUID", "")), model_sha256)
     code = hd.sr.CodedConcept
     algorithm = hd.sr.AlgorithmIdentification(
@@ -124,7 +183,7 @@ def make_dicom_results(
     # Hands are paired: General Series needs Laterality (empty when both hands are shown).
     side = str(source.get("ImageLaterality", "") or source.get("Laterality", "") or "")
     secondary_capture.Laterality = side if side in ("L", "R") else ""
-    return DicomResults(structured_report, secondary_capture)
+    return DicomResults(structured_report, secondary_capture, dropped)
 
 
 def write_dataset(dataset: object, path: Path) -> None:
@@ -142,9 +201,10 @@ def write_dicom_results(
     manifest: Manifest,
     model_sha256: str,
     files: tuple[Path, Path],
-) -> None:
+) -> tuple[str, ...]:
     """Make the SR and the SC of one scored DICOM and write them (atomically) to ``files`` (SR, SC): the one
-    path of batch runs and of the PACS node."""
+    path of batch runs and of the PACS node. Returns the keywords of source attributes left empty."""
     made = make_dicom_results(source_path, prediction, overlay_rgb, manifest, model_sha256)
     write_dataset(made.structured_report, files[0])
     write_dataset(made.secondary_capture, files[1])
+    return made.dropped

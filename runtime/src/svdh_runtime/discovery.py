@@ -70,6 +70,7 @@ class Found:
     skipped: list[Skipped] = field(default_factory=list)
     empty_folders: list[Path] = field(default_factory=list)  # named folders without one image to score
     repeats: int = 0  # inputs that were the same file as an earlier one (named twice, a link to it)
+    unreadable: list[Skipped] = field(default_factory=list)  # folders that could not be listed: input errors
 
     def skipped_summary(self) -> str:
         """The skips by kind, most frequent first: 'not an image file 3, DICOMDIR 1, structured report 1'."""
@@ -101,9 +102,9 @@ def discover(inputs: Iterable[Path], exclude: Path | None = None) -> Found:
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            before = len(found.images)
-            _scan_folder(item, excluded, add_image, add_skip)
-            if len(found.images) == before:
+            before, unreadable = len(found.images), len(found.unreadable)
+            _scan_folder(item, excluded, add_image, add_skip, found.unreadable)
+            if len(found.images) == before and not any(u.path == item for u in found.unreadable[unreadable:]):
                 found.empty_folders.append(item)
         elif _is_dicomdir_name(item) and item.is_file():
             before = len(found.images)
@@ -115,9 +116,14 @@ def discover(inputs: Iterable[Path], exclude: Path | None = None) -> Found:
     return found
 
 
-def _scan_folder(folder: Path, excluded: str | None, add_image, add_skip) -> None:  # noqa: ANN001
+def _scan_folder(folder: Path, excluded: str | None, add_image, add_skip, unreadable: list) -> None:  # noqa: ANN001
+    def cannot_list(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        reason = f"{where}: folder cannot be read ({exc.strerror or type(exc).__name__})"
+        unreadable.append(Skipped(where, reason, "unreadable folder"))
+
     files: list[Path] = []
-    for root, dirs, names in os.walk(folder):
+    for root, dirs, names in os.walk(folder, onerror=cannot_list):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(Path(root, d)) != excluded)
         files += [Path(root, name) for name in sorted(names) if not name.startswith(".")]
     listed: set[str] = set()

@@ -148,12 +148,32 @@ def status(
     age = time.time() - float(record.get("heartbeat", 0))
     record["spool"] = str(folder)
     record["heartbeat_age_s"] = round(age, 1)
-    up = bool(record.get("running")) and age <= max_age
+    gone = _process_gone(record)
+    up = bool(record.get("running")) and age <= max_age and not gone
     record["state"] = "up" if up else "down"
     print(json.dumps(record, indent=2))
     if not up:
-        err(f"svdh-run status: the node of {folder} is not running (last heartbeat {age:.0f} s ago)")
+        why = f"its process {record.get('pid')} is gone" if gone else f"last heartbeat {age:.0f} s ago"
+        err(f"svdh-run status: the node of {folder} is not running ({why})")
         raise typer.Exit(int(ExitCode.NODE_DOWN))
+
+
+def _process_gone(record: dict) -> bool:
+    """True when the status was written on this host by a process that no longer exists (killed with -9:
+    no chance to say so). A node on another host sharing the spool is judged by its heartbeat alone."""
+    import os
+    import socket
+
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 @app.command("resend")

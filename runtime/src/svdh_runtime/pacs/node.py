@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -251,7 +252,10 @@ class PacsNode:
             files = (folder / "sr.dcm", folder / "sc.dcm")
             manifest, sha256 = self.bundle.manifest, self.bundle.model_sha256
             write_dicom_results(path, result.prediction, np.asarray(picture), manifest, sha256, files)
-        except (InputError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except InputError as exc:  # ours: names the attribute, never its value
+            self._refuse(key, f"results could not be made: {exc}")
+            return None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a library's message may quote values
             self._refuse(key, f"results could not be made from this image's header ({type(exc).__name__})")
             return None
         prediction = result.prediction
@@ -338,7 +342,8 @@ class PacsNode:
         except OSError as exc:  # the spool's disk: keep the item, try again later
             self._retry_later(key, f"left in the queue after a disk error ({exc.strerror or exc})")
         except Exception as exc:  # anything else is about this image: keep it under failed/ with the reason
-            reason = f"could not be processed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+            # the type only: a library's message can quote header values (patient data)
+            reason = f"could not be processed ({type(exc).__name__})"
             try:
                 self._refuse(key, reason)
             except OSError:
@@ -397,6 +402,7 @@ class PacsNode:
             "tls": self.options.tls is not None,
             "spool": str(self.spool.root),
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "started": self.started,
             "heartbeat": time.time(),
             "model": f"{self.bundle.manifest.name} {self.bundle.manifest.version}",
