@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -75,3 +76,63 @@ def test_severity_classes_must_be_contiguous() -> None:
 )
 def test_severity_index_uses_half_open_ranges(score: float, name: str) -> None:
     assert DEFAULT_SEVERITY_CLASSES[severity_index(score, DEFAULT_SEVERITY_CLASSES)].name == name
+
+
+def _with(change: str) -> dict:
+    data = json.loads(_manifest().to_json())
+    target, _, rest = change.partition("=")
+    keys, value = target.split("."), json.loads(rest)
+    node = data
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("metrics=5", "metrics"),
+        ('provenance="x"', "provenance"),
+        ("outputs.severity_classes=5", "outputs.severity_classes"),
+        ("preprocessing.height=320.0", "preprocessing.height must be int"),
+        ("preprocessing.height=200000", "preprocessing.height/width must be in [32, 4096]"),
+        ("preprocessing.mean=NaN", "preprocessing.mean must be a finite number"),
+        ("preprocessing.std=Infinity", "preprocessing.std must be a finite number"),
+        ("preprocessing.low_percentile=true", "preprocessing.low_percentile must be float"),
+        ('outputs.ood_threshold="1.7"', "outputs.ood_threshold must be float"),
+        ('files={"model.onnx": 5}', "files must map file names to sha256 strings"),
+        ('name=["m"]', "'name' must be str"),
+    ],
+)
+def test_wrongly_typed_manifest_values_are_bundle_errors(change: str, named: str) -> None:
+    with pytest.raises(BundleError, match=re.escape(named)):
+        Manifest.from_dict(_with(change))
+
+
+def test_a_deeply_nested_manifest_is_a_bundle_error(tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match="nested too deeply|must be a JSON object"):
+        Manifest.read(tmp_path / "manifest.json")
+
+
+def test_bundles_that_list_a_fifo_are_refused_not_waited_on(bundle, tmp_path) -> None:  # noqa: ANN001
+    import os
+    import shutil
+
+    from conftest import run_cli
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["extra.bin"] = "00" * 32
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    os.mkfifo(copy / "extra.bin")
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    done = run_cli("svdh-run", str(image), "--model", str(copy), timeout=60)
+    assert done.returncode == 3 and "extra.bin is not a regular file" in done.stderr
+    (copy / "manifest.json").unlink()
+    os.mkfifo(copy / "manifest.json")
+    done = run_cli("svdh-run", str(image), "--model", str(copy), timeout=60)
+    assert done.returncode == 3 and "not a regular file" in done.stderr

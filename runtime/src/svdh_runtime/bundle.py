@@ -56,6 +56,8 @@ def load_bundle(path: Path | None = None) -> Bundle:
         file = (root / name).resolve()
         if root.resolve() not in file.parents:
             raise BundleError(f"{root}: manifest names a file outside the bundle: {name}")
+        if file.exists() and not file.is_file():
+            raise BundleError(f"{root}: {name} is not a regular file")
         try:
             data = file.read_bytes()
         except OSError:

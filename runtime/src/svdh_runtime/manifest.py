@@ -8,6 +8,8 @@ validates types and ranges and raises :class:`BundleError` naming the field.
 from __future__ import annotations
 
 import json
+import math
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +20,7 @@ from .errors import BundleError
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SCORE_MIN = 0.0
+MAX_CANVAS = 4096  # the model canvas side, in pixels (larger would be a memory bomb, not a model)
 SCORE_MAX = 280.0  # hands and wrists: 2 x (16 x 5 erosion + 15 x 4 narrowing)
 
 
@@ -51,7 +54,10 @@ class Preprocessing:
     mm_per_pixel: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.height >= 32 and self.width >= 32, "preprocessing.height/width must be >= 32")
+        _require(
+            32 <= self.height <= MAX_CANVAS and 32 <= self.width <= MAX_CANVAS,
+            f"preprocessing.height/width must be in [32, {MAX_CANVAS}]",
+        )
         _require(self.channels == 1, "preprocessing.channels must be 1")
         _require(
             0.0 <= self.low_percentile < self.high_percentile <= 100.0,
@@ -178,9 +184,15 @@ class Manifest:
                 "install the svdh-runtime release that matches the bundle"
             )
         outputs = dict(_section(data, "outputs"))
-        outputs["severity_classes"] = tuple(
-            _build(SeverityClass, c, "outputs.severity_classes[]") for c in outputs.get("severity_classes", ())
-        )
+        classes = outputs.get("severity_classes", [])
+        if not isinstance(classes, (list, tuple)):
+            raise BundleError(
+                f"invalid manifest: outputs.severity_classes must be a list, found {type(classes).__name__}"
+            )
+        outputs["severity_classes"] = tuple(_build(SeverityClass, c, "outputs.severity_classes[]") for c in classes)
+        files = _typed(data, "files", dict)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise BundleError("invalid manifest: files must map file names to sha256 strings")
         return cls(
             name=_typed(data, "name", str),
             version=_typed(data, "version", str),
@@ -188,9 +200,9 @@ class Manifest:
             preprocessing=_build(Preprocessing, _section(data, "preprocessing"), "preprocessing"),
             outputs=_build(OutputSpec, outputs, "outputs"),
             members=tuple(_build(Member, m, "members[]") for m in _typed(data, "members", list)),
-            files=dict(_typed(data, "files", dict)),
-            metrics=dict(data.get("metrics", {})),
-            provenance=dict(data.get("provenance", {})),
+            files=dict(files),
+            metrics=dict(_optional_section(data, "metrics")),
+            provenance=dict(_optional_section(data, "provenance")),
             schema_version=version,
         )
 
@@ -202,10 +214,15 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
+        path = Path(path)
+        if path.exists() and not path.is_file():
+            raise BundleError(f"{path}: not a regular file")
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BundleError(f"{path}: no manifest.json; is this a svdh bundle directory?") from None
+        except RecursionError:
+            raise BundleError(f"{path}: manifest is nested too deeply to be a svdh manifest") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{path}: manifest is not readable JSON ({exc})") from None
         return cls.from_dict(data)
@@ -229,6 +246,10 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return _typed(data, key, dict)
 
 
+def _optional_section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    return _typed(data, key, dict) if key in data else {}
+
+
 def dataclass_from_mapping(kind: type, data: Any, where: str) -> Any:
     """Construct the dataclass ``kind`` from a mapping; ``ValueError`` names unknown keys or wrong values.
 
@@ -240,12 +261,38 @@ def dataclass_from_mapping(kind: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown field(s) in {where}: {', '.join(unknown)}")
+    _check_scalar_types(kind, data, where)
     try:
         return kind(**data)
     except TypeError as exc:
         raise ValueError(f"{where}: {exc}") from None
     except BundleError as exc:
         raise ValueError(str(exc).removeprefix("invalid manifest: ")) from None
+
+
+def _check_scalar_types(kind: type, data: Mapping[str, Any], where: str) -> None:
+    """Fields declared int, float, str or bool hold exactly that (an int is a float too; no bool is a
+    number; no NaN or infinity), so a wrong type is reported by name, not met later as a crash."""
+    try:
+        hints = typing.get_type_hints(kind)
+    except Exception:  # an annotation that cannot be resolved here: the dataclass checks itself
+        return
+    for name, value in data.items():
+        hint = hints.get(name)
+        if hint is bool:
+            ok = isinstance(value, bool)
+        elif hint is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif hint is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):
+                raise ValueError(f"{where}.{name} must be a finite number, found {value!r}")
+        elif hint is str:
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{where}.{name} must be {hint.__name__}, found {type(value).__name__}")
 
 
 def _build(kind: type, data: Any, where: str) -> Any:
