@@ -175,3 +175,45 @@ def test_status_of_a_killed_node_is_down_at_once(tmp_path: Path) -> None:
     status["pid"] = os.getpid()  # alive: judged by the heartbeat
     (spool / "status.json").write_text(json.dumps(status))
     assert run_cli("svdh-run", "status", "--spool", str(spool)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ("classes", "severity_probs has shape"),  # five classes in the manifest, four in the graph
+        ("cam", "cam has shape"),  # a heat-map grid the graph does not have
+    ],
+)
+def test_a_graph_that_disagrees_with_its_manifest_is_refused(
+    bundle: Path, one_image: Path, tmp_path: Path, edit: str, named: str
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    outputs = manifest["outputs"]
+    if edit == "classes":
+        last = outputs["severity_classes"][-1]
+        middle = (last["lower"] + last["upper"]) / 2
+        outputs["severity_classes"][-1:] = [
+            {**last, "upper": middle},
+            {"name": "extreme", "lower": middle, "upper": last["upper"]},
+        ]
+    else:
+        outputs["cam_height"], outputs["cam_width"] = outputs["cam_height"] + 1, outputs["cam_width"] + 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    done = run_cli("svdh-run", str(one_image), "--model", str(copy), "--json")
+    assert done.returncode == 3 and done.stdout == ""
+    assert "the model does not match its manifest" in done.stderr and named in done.stderr
+
+
+def test_results_are_never_read_back_as_inputs(one_image: Path, bundle: Path, tmp_path: Path) -> None:
+    folder = one_image.parent
+    same = run_cli("svdh-run", str(folder), "--model", str(bundle), "--out", str(folder))
+    assert same.returncode == 2 and "holds the input folder" in same.stderr and same.stdout == ""
+    inside = folder / "results"
+    for _ in range(2):  # the second run finds its own earlier overlays beside the inputs: not read
+        done = run_cli("svdh-run", str(folder), "--model", str(bundle), "--out", str(inside), "--rescore", "--json")
+        assert done.returncode == 0 and len(done.stdout.splitlines()) == 1, done.stdout
+    elsewhere = run_cli("svdh-run", str(folder), "--model", str(bundle), "--out", str(tmp_path / "other"), "--json")
+    assert elsewhere.returncode == 0 and len(elsewhere.stdout.splitlines()) == 1
+    assert f"note: {inside} is the results folder of an earlier svdh-run; not read" in elsewhere.stderr

@@ -130,8 +130,12 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
 
     bundle = load_bundle(model)
     out = options.out
+    if out is not None:
+        _refuse_out_holding_inputs(out, images)
     claim = claim_output_folder(out) if out is not None else None  # before any work: a bad --out costs nothing
     found = discover(images, exclude=out)
+    for folder in found.results_folders:
+        err(f"note: {folder} is the results folder of an earlier svdh-run; not read")
     for folder in found.empty_folders:
         err(f"svdh-run: {folder}: holds no images to score")
     if found.repeats:
@@ -175,6 +179,20 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     if claim is not None:
         claim.close()
     return int(ExitCode.INPUT if failures or found.empty_folders else ExitCode.OK)
+
+
+def _refuse_out_holding_inputs(out: Path, images: list[Path]) -> None:
+    """Results written among the inputs would be read as inputs by the next run: refuse before any work."""
+    import os
+
+    from .errors import InputError
+
+    results = os.path.realpath(out)
+    for item in images:
+        if Path(item).is_dir():
+            folder = os.path.realpath(item)
+            if folder == results or folder.startswith(results + os.sep):
+                raise InputError(f"--out {out} holds the input folder {item}: choose a results folder outside it")
 
 
 def _report_unreadable(unreadable: list[Skipped], options: RunOptions, log: ResultsLog | None) -> int:

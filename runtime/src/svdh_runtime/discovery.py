@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batch import RESULTS_NAME
 from .errors import InputError
 from .imageio import RADIOGRAPH_MODALITIES, image_kind_of_header
 
@@ -71,6 +72,7 @@ class Found:
     empty_folders: list[Path] = field(default_factory=list)  # named folders without one image to score
     repeats: int = 0  # inputs that were the same file as an earlier one (named twice, a link to it)
     unreadable: list[Skipped] = field(default_factory=list)  # folders that could not be listed: input errors
+    results_folders: list[Path] = field(default_factory=list)  # svdh results folders met in a scan: not read
 
     def skipped_summary(self) -> str:
         """The skips by kind, most frequent first: 'not an image file 3, DICOMDIR 1, structured report 1'."""
@@ -103,7 +105,7 @@ def discover(inputs: Iterable[Path], exclude: Path | None = None) -> Found:
         item = Path(item)
         if item.is_dir():
             before, unreadable = len(found.images), len(found.unreadable)
-            _scan_folder(item, excluded, add_image, add_skip, found.unreadable)
+            _scan_folder(item, excluded, add_image, add_skip, found)
             if len(found.images) == before and not any(u.path == item for u in found.unreadable[unreadable:]):
                 found.empty_folders.append(item)
         elif _is_dicomdir_name(item) and item.is_file():
@@ -116,15 +118,24 @@ def discover(inputs: Iterable[Path], exclude: Path | None = None) -> Found:
     return found
 
 
-def _scan_folder(folder: Path, excluded: str | None, add_image, add_skip, unreadable: list) -> None:  # noqa: ANN001
+def _scan_folder(folder: Path, excluded: str | None, add_image, add_skip, found: Found) -> None:  # noqa: ANN001
     def cannot_list(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else folder
         reason = f"{where}: folder cannot be read ({exc.strerror or type(exc).__name__})"
-        unreadable.append(Skipped(where, reason, "unreadable folder"))
+        found.unreadable.append(Skipped(where, reason, "unreadable folder"))
+
+    def is_results_folder(path: Path) -> bool:
+        """This run's --out, or the results folder of another svdh-run (it holds results.jsonl)."""
+        if os.path.realpath(path) == excluded:
+            return True
+        if (path / RESULTS_NAME).is_file():
+            found.results_folders.append(path)
+            return True
+        return False
 
     files: list[Path] = []
     for root, dirs, names in os.walk(folder, onerror=cannot_list):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(Path(root, d)) != excluded)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_results_folder(Path(root, d)))
         files += [Path(root, name) for name in sorted(names) if not name.startswith(".")]
     listed: set[str] = set()
     media_roots: list[str] = []  # folders holding a readable DICOMDIR

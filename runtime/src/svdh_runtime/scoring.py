@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Backend
+from .backends.base import output_shape_problems
 from .bundle import Bundle
 from .errors import BackendError, InputError
 from .imageio import ImageMeta, LoadedImage, read_image
@@ -122,6 +123,9 @@ class Scorer:
         started = time.perf_counter()
         outputs = self.backend.infer(result.prepared.canvas[None, None])
         result.timings_ms["inference"] = _ms(time.perf_counter() - started)
+        problems = output_shape_problems({k: v.shape for k, v in outputs.items()}, self.bundle.manifest.outputs)
+        if problems:  # any backend, any batch: never a score from a graph that disagrees with its manifest
+            raise BackendError(f"the model does not match its manifest: {'; '.join(problems)}")
         rejection = gate(outputs, self.bundle.manifest)
         log.debug(
             "%s: timings %s ms, input-gate distance %s",

@@ -31,6 +31,8 @@ class OnnxRuntimeBackend:
         if missing:
             raise BackendError(f"model lacks output(s) {', '.join(missing)}; found {', '.join(outputs)}")
         self._outputs = [*OUTPUT_NAMES, *(n for n in OPTIONAL_OUTPUTS if n in outputs)]
+        declared = {o.name: tuple(o.shape) for o in self._session.get_outputs()}
+        self.output_shapes = {name: declared[name] for name in self._outputs}  # symbolic dimensions as str
         self._input = self._session.get_inputs()[0].name
         provider = self._session.get_providers()[0]
         self.name = "onnxruntime-cuda" if provider == "CUDAExecutionProvider" else "onnxruntime-cpu"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..bundle import Bundle
 from ..engines import ENGINES_DIR, EngineError, find_engine, read_sidecars, read_verified_plan
 from ..errors import BackendError
-from .base import Backend
+from .base import Backend, output_shape_problems
 
 BUILD_HINT = "build one with `svdh-run --build-engine` or `svdh-export build-engine BUNDLE`"
 
@@ -56,7 +56,12 @@ def _open_tensorrt(bundle: Bundle) -> BackendSelection:
 def _open_onnxruntime(bundle: Bundle, threads: int | None) -> Backend:
     from .onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(bundle.model_bytes, threads=threads)
+    backend = OnnxRuntimeBackend(bundle.model_bytes, threads=threads)
+    problems = output_shape_problems(backend.output_shapes, bundle.manifest.outputs)
+    if problems:
+        backend.close()
+        raise BackendError(f"the model does not match its manifest: {'; '.join(problems)}")
+    return backend
 
 
 def select_backend(name: str, bundle: Bundle, threads: int | None = None) -> BackendSelection:
