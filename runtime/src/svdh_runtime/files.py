@@ -41,16 +41,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def durable_write_bytes(path: Path, data: bytes) -> None:
-    """:func:`atomic_write_bytes`, and on disk before it returns: the file and its folder are fsynced."""
-    path = Path(path)
-    with atomic_target(path) as partial, partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    fsync_folder(path.parent)
-
-
 def fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
     try:
