@@ -202,6 +202,9 @@ def test_resend_delivers_the_same_results_again_without_scoring_again(phantoms: 
     try:
         assert node.send(batch).returncode == 0
         wait_for(lambda: len(receiver.files()) == 2, 120, "the first results")
+        status_file = tmp_path / "spool" / "status.json"
+        # delivered is not yet done: the worker files the item under done/ just after the peer acknowledged it
+        wait_for(lambda: json.loads(status_file.read_text())["done"] == 1, 10, "the item to finish")
         first = [str(pydicom.dcmread(p).SOPInstanceUID) for p in receiver.files()]
         again = node.send(batch)  # the PACS re-sends the study: acknowledged, nothing comes back
         assert again.returncode == 0
@@ -212,7 +215,6 @@ def test_resend_delivers_the_same_results_again_without_scoring_again(phantoms: 
         wait_for(lambda: len(receiver.files()) == 4, 60, "the results sent again")
         resent = [str(pydicom.dcmread(p).SOPInstanceUID) for p in receiver.files()]
         assert sorted(resent) == sorted(first * 2), "the very same SR and SC instances"
-        status_file = tmp_path / "spool" / "status.json"
         wait_for(lambda: json.loads(status_file.read_text())["since_start"]["resent"] == 1, 10, "the status")
         status = json.loads(status_file.read_text())
         assert status["since_start"]["scored"] == 1 and status["done"] == 1, "delivered again, not scored again"
