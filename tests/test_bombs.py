@@ -50,6 +50,11 @@ def _patch_siz(stream: bytes, rows: int, columns: int) -> bytes:
     return stream[:at] + columns.to_bytes(4, "big") + rows.to_bytes(4, "big") + stream[at + 8 :]
 
 
+def _patch_siz_components(stream: bytes, components: int) -> bytes:
+    at = stream.index(b"\xff\x4f\xff\x51") + 4 + 36  # Csiz after Lsiz, Rsiz and eight 4-byte sizes
+    return stream[:at] + components.to_bytes(2, "big") + stream[at + 2 :]
+
+
 def _encapsulated(ds: pydicom.Dataset, syntax: str, stream: bytes, path: Path) -> Path:
     ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = encapsulate([stream])
@@ -77,6 +82,8 @@ def bombs(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     for name, syntax, patch in (
         ("jpeg-ls", JPEGLSLossless, lambda s: _patch_jpeg_sof(s, b"\xff\xf7", BIG, BIG)),
         ("jpeg2000", JPEG2000Lossless, lambda s: _patch_siz(s, BIG, BIG)),
+        # the size matches the header, but 16,384 components of 2000x2000 would be 64 G samples
+        ("jpeg2000-components", JPEG2000Lossless, lambda s: _patch_siz_components(_patch_siz(s, 2000, 2000), 16384)),
     ):
         ds = _small_radiograph(phantoms)
         ds.compress(syntax)
@@ -133,7 +140,8 @@ def test_bombs_are_refused_fast_under_a_memory_cap_and_good_files_still_read(
     bombs: dict[str, Path], phantoms: Path
 ) -> None:
     good = sorted((phantoms / "images").glob("*.dcm"))[1]
-    paths = [str(bombs[name]) for name in ("jpeg", "jpeg-ls", "jpeg2000", "deflate")] + [str(good)]
+    paths = [str(bombs[name]) for name in ("jpeg", "jpeg-ls", "jpeg2000", "jpeg2000-components", "deflate")]
+    paths.append(str(good))
     done = subprocess.run(
         [sys.executable, "-c", _READER.format(cap=CAP_BYTES), *paths], capture_output=True, text=True, timeout=120
     )
@@ -143,6 +151,8 @@ def test_bombs_are_refused_fast_under_a_memory_cap_and_good_files_still_read(
         outcome, seconds = results[str(bombs[name])]
         assert outcome.startswith("refused: ") and "declares 60000x60000 pixels but the header 2000x2000" in outcome
         assert seconds < 0.5, (name, seconds)
+    outcome, seconds = results[str(bombs["jpeg2000-components"])]
+    assert outcome.startswith("refused: ") and "declares 16384 component(s)" in outcome and seconds < 0.5
     outcome, seconds = results[str(bombs["deflate"])]
     assert outcome.startswith("refused: ") and "inflates beyond 192 MiB" in outcome and seconds < 1.0
     assert results[str(good)][0].startswith("read "), "the good radiograph is still read"
@@ -160,8 +170,11 @@ def test_a_bomb_in_a_batch_does_not_stop_the_good_files(bombs: dict[str, Path], 
 @pytest.mark.parametrize(
     ("syntax", "stream", "size"),
     [
-        ("1.2.840.10008.1.2.4.50", b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08\x01\x02\x03\x04\x01\x01\x11\x00", (258, 772)),
-        ("1.2.840.10008.1.2.4.80", b"\xff\xd8\xff\xff\xf7\x00\x0b\x10\x00\x10\x00\x20\x01\x01\x11\x00", (16, 32)),
+        ("1.2.840.10008.1.2.4.50", b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08\x01\x02\x03\x04\x01\x01\x11\x00", (258, 772, 1, 8)),
+        ("1.2.840.10008.1.2.4.80", b"\xff\xd8\xff\xff\xf7\x00\x0b\x10\x00\x10\x00\x20\x01\x01\x11\x00", (16, 32, 1, 16)),
+        ("1.2.840.10008.1.2.4.50", b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x10\x00\x20\x03\x01\x11\x00", (16, 32, 3, 8)),
+        ("1.2.840.10008.1.2.4.90", b"\xff\x4f\xff\x51\x00\x29\x00\x00" + (40).to_bytes(4, "big") + (30).to_bytes(4, "big")
+         + bytes(8) + (40).to_bytes(4, "big") + (30).to_bytes(4, "big") + bytes(8) + b"\x00\x03\x8b\x01\x01", (30, 40, 3, 12)),
         ("1.2.840.10008.1.2.5", b"anything", None),  # RLE declares no size of its own
     ],
 )  # fmt: skip
@@ -181,7 +194,7 @@ def test_codestream_headers_never_crash_the_parser(syntax: str, prefix: bytes, b
         size = declared_size(syntax, prefix + body)
     except CodestreamError:
         return
-    assert size is None or (len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size))
+    assert size is None or (len(size) == 4 and all(isinstance(v, int) and v >= 0 for v in size))
 
 
 def test_a_genuine_deflated_radiograph_reads_as_the_uncompressed_one(phantoms: Path, tmp_path: Path) -> None:

@@ -217,3 +217,77 @@ def test_results_are_never_read_back_as_inputs(one_image: Path, bundle: Path, tm
     elsewhere = run_cli("svdh-run", str(folder), "--model", str(bundle), "--out", str(tmp_path / "other"), "--json")
     assert elsewhere.returncode == 0 and len(elsewhere.stdout.splitlines()) == 1
     assert f"note: {inside} is the results folder of an earlier svdh-run; not read" in elsewhere.stderr
+
+
+def test_a_fifo_named_dicomdir_in_a_folder_or_named_on_the_command_line_is_refused_not_waited_on(
+    one_image: Path, bundle: Path, tmp_path: Path
+) -> None:
+    folder = one_image.parent
+    os.mkfifo(folder / "DICOMDIR")
+    named = tmp_path / "pipe.dcm"
+    os.mkfifo(named)
+    done = run_cli("svdh-run", str(folder), str(named), "--model", str(bundle), "--json", timeout=120)
+    assert done.returncode == 2, done.stderr
+    records = {Path(r["source"]).name: r for r in map(json.loads, done.stdout.splitlines())}
+    assert records["one.dcm"]["status"] == "ok"
+    for name in ("DICOMDIR", "pipe.dcm"):
+        assert records[name]["status"] == "error" and records[name]["reason"].endswith("not a regular file")
+
+
+def test_a_file_that_cannot_be_opened_in_a_folder_is_an_error_not_a_skip(
+    one_image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from svdh_runtime import discovery
+
+    locked = one_image.parent / "IM0001"  # no extension, as many PACS exports name their files
+    shutil.copy(one_image, locked)
+    real_open = open
+
+    def deny(path: object, *args: object, **kwargs: object) -> object:  # what a file without read permission does
+        if Path(str(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(discovery, "open", deny, raising=False)
+    found = discovery.discover([one_image.parent])
+    assert locked in found.images and not found.skipped, "left to the reader, which reports it"
+
+
+def test_out_inside_an_input_folder_is_said_once(one_image: Path, bundle: Path) -> None:
+    inside = one_image.parent / "results"
+    done = run_cli("svdh-run", str(one_image.parent), "--model", str(bundle), "--out", str(inside))
+    assert done.returncode == 0
+    assert f"note: --out {inside} lies inside an input folder; its files are not read as inputs" in done.stderr
+
+
+def _file_size_limit(limit: int) -> None:
+    """In the child: writes beyond ``limit`` bytes fail with EFBIG (as a full disk fails them), no signal."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_results_that_cannot_be_written_stop_the_run_in_one_line_and_leave_nothing_half_made(
+    phantoms: Path, bundle: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    for source in sorted((phantoms / "images").glob("*.dcm"))[:2]:
+        shutil.copy(source, images / source.name)
+    out = tmp_path / "out"
+    code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.cli import main; main()"
+    args = [str(images), "--model", str(bundle), "--out", str(out), "--dicom-results", "--json"]
+    # the overlay PNG (~0.6 MB) and the SR fit under 1 MB, the Secondary Capture (~2.5 MB) does not
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: _file_size_limit(1 << 20))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"svdh-run: error: cannot write results in {out} (File too large)")
+    assert "Traceback" not in done.stderr and "unexpected" not in done.stderr
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.sr.dcm")), "no partial file, no SR alone"
+    assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text().strip()
+    again = run_cli("svdh-run", *args)  # room again: the rerun scores both
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 2
+    assert len(list(out.glob("*.sr.dcm"))) == 2 and len(list(out.glob("*.sc.dcm"))) == 2

@@ -60,11 +60,6 @@ def claim_output_folder(out: Path) -> io.TextIOWrapper:
     return handle
 
 
-def input_key(path: Path) -> str:
-    """What identifies an input across runs: its absolute, resolved path."""
-    return os.path.realpath(path)
-
-
 class ResultsLog:
     """The append-only JSON-lines log of a batch output folder."""
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -22,8 +24,9 @@ import typer
 
 from .backends.choice import BackendChoice
 from .cli_support import LogLevelOption, err, run_app
-from .errors import ExitCode, InputError, MissingDependencyError
+from .errors import ExitCode, InputError, MissingDependencyError, OutputError
 from .logs import LogLevel
+from .naming import InputNames
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -91,18 +94,28 @@ def run(
     include_phi: Annotated[
         bool, typer.Option("--include-phi", help="Put patient name, ID and birth date in the JSON (off by default).")
     ] = False,
+    no_paths: Annotated[
+        bool,
+        typer.Option(
+            "--no-paths",
+            help="Name inputs by a hash of their path (input-1a2b3c...) in every output, message and file name, "
+            "for file names that hold patient data (DICOM records keep their SOP Instance UID).",
+        ),
+    ] = False,
     log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
     from .logs import configure
+    from .naming import InputNames
 
-    configure(log_level.value, include_phi)
+    names = InputNames(hide_paths=no_paths)
+    configure(log_level.value, include_phi, names.log_filter())
     if dicom_results and out is None:
         raise typer.BadParameter("needs --out", param_hint="--dicom-results")
     if build_engine and backend == BackendChoice.onnxruntime:
         raise typer.BadParameter("cannot be used with --backend onnxruntime", param_hint="--build-engine")
     options = RunOptions(
-        out, as_json, rescore, backend.value, threads or None, include_phi, dicom_results, build_engine
+        out, as_json, rescore, backend.value, threads or None, include_phi, dicom_results, build_engine, names
     )
     raise typer.Exit(code=_score_all(images, model, options))
 
@@ -117,13 +130,14 @@ class RunOptions:
     include_phi: bool
     dicom_results: bool = False
     build_engine: bool = False
+    names: InputNames = field(default_factory=InputNames)  # how inputs are named in the output (--no-paths)
 
 
 def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from .batch import RESULTS_NAME, Progress, ResultsLog, claim_output_folder, input_key, write_summary
+    from .batch import RESULTS_NAME, Progress, ResultsLog, claim_output_folder, write_summary
     from .bundle import load_bundle
     from .discovery import discover
     from .scoring import Scorer
@@ -134,21 +148,24 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
         _refuse_out_holding_inputs(out, images)
     claim = claim_output_folder(out) if out is not None else None  # before any work: a bad --out costs nothing
     found = discover(images, exclude=out)
+    names = options.names
+    if found.out_inside_inputs:
+        err(f"note: --out {names.source(out)} lies inside an input folder; its files are not read as inputs")
     for folder in found.results_folders:
-        err(f"note: {folder} is the results folder of an earlier svdh-run; not read")
+        err(f"note: {names.source(folder)} is the results folder of an earlier svdh-run; not read")
     for folder in found.empty_folders:
-        err(f"svdh-run: {folder}: holds no images to score")
+        err(f"svdh-run: {names.source(folder)}: holds no images to score")
     if found.repeats:
         err(f"note: {found.repeats} input(s) were the same file as another (named twice, or a link); scored once")
     paths = found.images
     log = ResultsLog(out / RESULTS_NAME) if out is not None else None
     if log is not None:
-        done = set() if options.rescore else {input_key(p) for p in paths if log.is_scored(input_key(p))}
-        log.forget(input_key(p) for p in paths if input_key(p) not in done)  # refused earlier: try again
-        log.forget(input_key(s.path) for s in [*found.skipped, *found.unreadable])  # recorded again below
+        done = set() if options.rescore else {names.key(p) for p in paths if log.is_scored(names.key(p))}
+        log.forget(names.key(p) for p in paths if names.key(p) not in done)  # refused earlier: try again
+        log.forget(names.key(s.path) for s in [*found.skipped, *found.unreadable])  # recorded again below
         if done:
             err(f"{len(done)} input(s) already scored in {log.path}; skipped (--rescore scores them again)")
-        paths = [p for p in paths if input_key(p) not in done]
+        paths = [p for p in paths if names.key(p) not in done]
     _report_skipped(found.skipped, options, log)
     failures = _report_unreadable(found.unreadable, options, log)
     used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
@@ -168,17 +185,44 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
             if next_path is not None:
                 pending.append((next_path, time.perf_counter(), readers.submit(scorer.prepare_file, next_path)))
             result = scorer.infer(future.result())
-            failures += _report(result, path, started, bundle, backend.name, options, log, used_names)
+            with _writing_results(out):
+                failures += _report(result, path, started, bundle, backend.name, options, log, used_names)
             progress.step(result.status == "ok")
     progress.close()
     backend.close()
     if found.skipped:
         err(f"{len(found.skipped)} file(s) skipped, not images to score: {found.skipped_summary()}")
     if log is not None:
-        write_summary(log.records.values(), out)
+        with _writing_results(out):
+            write_summary(log.records.values(), out)
     if claim is not None:
         claim.close()
     return int(ExitCode.INPUT if failures or found.empty_folders else ExitCode.OK)
+
+
+@contextmanager
+def _writing_results(out: Path | None) -> Iterator[None]:
+    """A results folder that cannot take more (a full disk) stops the run in one line: every record written
+    before is whole (atomic writes), so a rerun with the same --out goes on from there."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"in {out}" if out is not None else "to stdout"
+        raise OutputError(
+            f"cannot write results {where} ({_system_reason(exc)}); the images finished before "
+            "are kept, and a rerun with the same --out goes on from there"
+        ) from None
+
+
+def _system_reason(exc: BaseException) -> str:
+    """The operating system's words for an error (``No space left on device``), also when a library wrapped
+    it (pydicom re-raises write errors naming the element); else the exception's type."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _refuse_out_holding_inputs(out: Path, images: list[Path]) -> None:
@@ -197,13 +241,14 @@ def _refuse_out_holding_inputs(out: Path, images: list[Path]) -> None:
 
 def _report_unreadable(unreadable: list[Skipped], options: RunOptions, log: ResultsLog | None) -> int:
     """An error record (and one line) per folder that could not be listed; how many."""
-    from .batch import input_key
-
+    names = options.names
     for folder in unreadable:
-        err(f"svdh-run: {folder.reason}")
-        record = {"source": str(folder.path), "status": "error", "reason": folder.reason}
+        source = names.source(folder.path)
+        reason = names.scrub(folder.reason)
+        err(f"svdh-run: {reason}")
+        record = {"source": source, "status": "error", "reason": reason}
         if log is not None:
-            log.append({**record, "source_path": input_key(folder.path), "name": None})
+            log.append({**record, "source_path": names.key(folder.path), "name": None})
         if options.as_json:
             print(json.dumps(record), flush=True)
     return len(unreadable)
@@ -211,12 +256,11 @@ def _report_unreadable(unreadable: list[Skipped], options: RunOptions, log: Resu
 
 def _report_skipped(skipped: list[Skipped], options: RunOptions, log: ResultsLog | None) -> None:
     """One record per file a folder scan skipped (status "skipped", the reason): in the log and with --json."""
-    from .batch import input_key
-
+    names = options.names
     for skip in skipped:
-        record = {"source": str(skip.path), "status": "skipped", "reason": skip.reason}
+        record = {"source": names.source(skip.path), "status": "skipped", "reason": names.scrub(skip.reason)}
         if log is not None:
-            log.append({**record, "source_path": input_key(skip.path), "name": None})
+            log.append({**record, "source_path": names.key(skip.path), "name": None})
         if options.as_json:
             print(json.dumps(record), flush=True)
 
@@ -252,27 +296,28 @@ def _report(
     used_names: set[str],
 ) -> int:
     """Write and print one result; returns 1 for a refused input, else 0."""
-    from .batch import input_key
     from .overlay import render_overlay, write_overlay
     from .report import result_record, summary_line
 
     out, name, overlay_path, dicom_files, dropped, results_error = options.out, None, None, [], (), None
+    names = options.names
+    result.source, result.reason = names.source(path), names.scrub(result.reason)
     if result.status == "ok" and out is not None:
-        name = _unique_stem(path, used_names)
+        name = _unique_stem(names.stem(path), used_names)
         overlay_path = out / f"{name}.overlay.png"
         picture = render_overlay(result, bundle.manifest)
         write_overlay(picture, overlay_path)
         if options.dicom_results and result.meta.format == "dicom":
             try:
                 dicom_files, dropped = _write_dicom_results(path, result, picture, bundle, out / name)
-            except MissingDependencyError:
-                raise  # highdicom missing: the whole run needs it
+            except (MissingDependencyError, OSError):
+                raise  # highdicom missing, or the results folder full: the whole run stops (_writing_results)
             except InputError as exc:  # ours: says which attribute, never its value
                 results_error = f"DICOM results not made: {exc}"
-                err(f"svdh-run: {path}: scored, but {results_error}")
+                err(f"svdh-run: {result.source}: scored, but {results_error}")
             except Exception as exc:  # the header is the problem; its message may quote patient data: not shown
                 results_error = f"DICOM results could not be made from this image's header ({type(exc).__name__})"
-                err(f"svdh-run: {path}: scored, but {results_error}")
+                err(f"svdh-run: {result.source}: scored, but {results_error}")
     if result.status == "ok":
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 2)
     else:
@@ -282,13 +327,13 @@ def _report(
         record["dicom_results"] = [str(f) for f in dicom_files]
     if dropped:
         record["dicom_results_dropped"] = list(dropped)  # attributes with invalid values, left empty
-        err(f"svdh-run: {path}: invalid {', '.join(dropped)} left empty in its DICOM results")
+        err(f"svdh-run: {result.source}: invalid {', '.join(dropped)} left empty in its DICOM results")
     if results_error:
         record["dicom_results_error"] = results_error
     if name is not None:
         _write_json(out / f"{name}.json", record)
     if log is not None:
-        log.append({**record, "source_path": input_key(path), "name": name})
+        log.append({**record, "source_path": names.key(path), "name": name})
     if options.as_json:
         print(json.dumps(record), flush=True)
     elif result.status == "ok":
@@ -312,8 +357,7 @@ def _write_dicom_results(
     return list(files), dropped
 
 
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem = path.name.split(".")[0] or "image"
+def _unique_stem(stem: str, used: set[str]) -> str:
     name, index = stem, 2
     while name in used:
         name, index = f"{stem}-{index}", index + 1

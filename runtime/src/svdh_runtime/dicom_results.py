@@ -206,5 +206,9 @@ def write_dicom_results(
     path of batch runs and of the PACS node. Returns the keywords of source attributes left empty."""
     made = make_dicom_results(source_path, prediction, overlay_rgb, manifest, model_sha256)
     write_dataset(made.structured_report, files[0])
-    write_dataset(made.secondary_capture, files[1])
+    try:
+        write_dataset(made.secondary_capture, files[1])
+    except BaseException:
+        files[0].unlink(missing_ok=True)  # both or neither: an SR whose overlay is missing is not kept
+        raise
     return made.dropped

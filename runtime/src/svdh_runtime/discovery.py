@@ -73,6 +73,7 @@ class Found:
     repeats: int = 0  # inputs that were the same file as an earlier one (named twice, a link to it)
     unreadable: list[Skipped] = field(default_factory=list)  # folders that could not be listed: input errors
     results_folders: list[Path] = field(default_factory=list)  # svdh results folders met in a scan: not read
+    out_inside_inputs: bool = False  # this run's --out lies in a folder it scans (its files are not read)
 
     def skipped_summary(self) -> str:
         """The skips by kind, most frequent first: 'not an image file 3, DICOMDIR 1, structured report 1'."""
@@ -127,6 +128,7 @@ def _scan_folder(folder: Path, excluded: str | None, add_image, add_skip, found:
     def is_results_folder(path: Path) -> bool:
         """This run's --out, or the results folder of another svdh-run (it holds results.jsonl)."""
         if os.path.realpath(path) == excluded:
+            found.out_inside_inputs = True
             return True
         if (path / RESULTS_NAME).is_file():
             found.results_folders.append(path)
@@ -140,7 +142,9 @@ def _scan_folder(folder: Path, excluded: str | None, add_image, add_skip, found:
     listed: set[str] = set()
     media_roots: list[str] = []  # folders holding a readable DICOMDIR
     for file in files:  # DICOMDIRs first: their records describe the files they list
-        if _is_dicomdir_name(file):
+        if _is_dicomdir_name(file) and not _is_regular(file):
+            add_image(file)  # a FIFO or device by that name: the reader refuses it, nothing waits on it
+        elif _is_dicomdir_name(file):
             add_skip(Skipped(file, "DICOMDIR: the media's index (the images it lists are scored)", "DICOMDIR"))
             listing = _read_dicomdir(file, add_image, add_skip)
             if listing is not None:
@@ -165,6 +169,13 @@ def _is_dicom(path: Path) -> bool:
     try:
         return image_kind_of_header(path) == "dicom"
     except InputError:
+        return False
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
         return False
 
 
@@ -216,14 +227,19 @@ def non_image_kind(sop_class: str, modality: str) -> tuple[str, str] | None:
 def classify(path: Path) -> Skipped | None:
     """None when a file found in a folder is an image to score; else why it is skipped.
 
-    Anything that is not a regular file (a FIFO, a device) is left to the reader, which refuses it:
-    it is an error, not something to skip silently."""
+    Anything that is not a regular file (a FIFO, a device), and a file that cannot be opened, is left to the
+    reader, which refuses it: it is an error, not something to skip silently."""
     try:
         info = os.stat(path)
     except OSError:
         return None  # the reader reports it
     if not stat.S_ISREG(info.st_mode):
         return None
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError:
+        return None  # unreadable (permissions): an error for this file, whatever its name
     try:
         kind = image_kind_of_header(path)
     except InputError:

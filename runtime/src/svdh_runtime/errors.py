@@ -39,6 +39,13 @@ class BackendError(SvdhError):
     exit_code = ExitCode.BUNDLE
 
 
+class OutputError(SvdhError):
+    """Results cannot be written (a full disk, a folder made read-only during the run): the run stops, and
+    what was written before stays valid for a rerun to resume from."""
+
+    exit_code = ExitCode.UNEXPECTED
+
+
 def install_hint(extra: str, folder: str = "runtime") -> str:
     """The command that installs an optional part, as the README gives it (from the repository root)."""
     return f"pip install './{folder}[{extra}]' (from the svdh repository)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ ACCEPTED_FORMATS = "DICOM, PNG, JPEG, TIFF or WebP"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ""}
 
 log = logging.getLogger(__name__)
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+INVALID_UID = "(invalid)"
+
+
+def is_valid_uid(text: str) -> bool:
+    """True for a DICOM UID as the standard writes them (digits and dots, at most 64 characters). Anything
+    else is never printed: senders have been seen to put names there."""
+    return len(text) <= 64 and _UID.match(text) is not None
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,14 @@ def _inflated_size(path: Path, start: int) -> int:
     return size
 
 
+def _shown_uid(ds: object) -> str | None:
+    """The SOP Instance UID as it may be shown: None when missing, :data:`INVALID_UID` when it is not a UID."""
+    uid = str(getattr(ds, "SOPInstanceUID", "") or "").strip(" \0")
+    if not uid:
+        return None
+    return uid if is_valid_uid(uid) else INVALID_UID
+
+
 def _header_int(ds: object, keyword: str, default: int) -> int:
     """An integer header value; a malformed one is an input error, not a crash."""
     value = getattr(ds, keyword, None)
@@ -241,7 +258,7 @@ def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = 
         photometric,
         ds.get("BitsStored", "?"),
         modality,
-        ds.get("SOPInstanceUID", "?"),
+        _shown_uid(ds),
     )
     image, reduction = decoded_pixels(ds, path, needed)
     expected = (-(-rows // 2**reduction), -(-columns // 2**reduction))
@@ -252,7 +269,7 @@ def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = 
             format="dicom",
             rows=rows,
             columns=columns,
-            sop_instance_uid=str(ds.get("SOPInstanceUID", "")) or None,
+            sop_instance_uid=None if _shown_uid(ds) == INVALID_UID else _shown_uid(ds),
             modality=modality,
             photometric=photometric,
             pixel_spacing_mm=_pixel_spacing(ds),
@@ -310,9 +327,15 @@ def _check_codestream_size(ds: pydicom.Dataset, path: Path, syntax: str) -> None
     except (CodestreamError, ValueError, TypeError, StopIteration) as exc:
         raise InputError(f"{path}: compressed pixel data without a readable frame header ({_one_line(exc)})") from None
     rows, columns = int(ds.Rows), int(ds.Columns)
-    if size != (rows, columns):
+    if (size.rows, size.columns) != (rows, columns):
         raise InputError(
-            f"{path}: the codestream declares {size[1]}x{size[0]} pixels but the header {columns}x{rows}; refused"
+            f"{path}: the codestream declares {size.columns}x{size.rows} pixels but the header {columns}x{rows}; "
+            "refused"
+        )
+    if size.components != 1 or not 1 <= size.bits <= 16:
+        raise InputError(
+            f"{path}: the codestream declares {size.components} component(s) of {size.bits} bits, "
+            "expected one greyscale component of at most 16 bits; refused"
         )
 
 

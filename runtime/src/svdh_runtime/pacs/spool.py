@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -35,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ..files import PARTIAL_SUFFIX, atomic_write_text, fsync_folder, remove_partials
+from ..imageio import is_valid_uid
 
 STATES = ("incoming", "work", "done", "failed")
-_SAFE_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MIN_FREE_BYTES = 200 << 20  # refuse new images below this much free disk
 
 
@@ -52,7 +51,7 @@ def default_spool() -> Path:
 def item_key(sop_instance_uid: str) -> str:
     """File-name-safe key of a SOP Instance UID (the UID itself when it is a plain UID)."""
     uid = (sop_instance_uid or "").strip().rstrip("\0")
-    if _SAFE_UID.match(uid) and len(uid) <= 64:
+    if is_valid_uid(uid):
         return uid
     return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
 
