@@ -8,6 +8,7 @@ apps of the same names, so the tools are found by asking each for its version.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -77,14 +78,22 @@ class Receiver:
 class Node:
     """``svdh-run serve`` as a separate process, forwarding to ``receiver``."""
 
-    def __init__(self, spool: Path, receiver: Receiver, port: int | None = None, *extra: str) -> None:
+    def __init__(
+        self, spool: Path, receiver: Receiver, port: int | None = None, *extra: str, memory_cap: int | None = None
+    ) -> None:
+        """``memory_cap``: the node's address space in bytes (``RLIMIT_AS``), as on a box short of memory."""
         self.spool, self.port = spool, port or free_port()
         code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.cli import main; main()"
         command = [sys.executable, "-c", code, "serve", "--port", str(self.port), "--spool", str(spool)]
         command += ["--forward", f"127.0.0.1:{receiver.port}:RECV", "--threads", "1", *extra]
         self.log = spool.parent / f"node-{time.monotonic_ns()}.log"
+
+        def cap() -> None:
+            if memory_cap is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
+
         with self.log.open("w") as sink:
-            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=cap)
         wait_for(self._started, 60, "the node to listen")
 
     def _started(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dicom_uids import is_valid_uid
 from .errors import InputError, install_hint
 
 MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs)
@@ -41,14 +41,7 @@ ACCEPTED_FORMATS = "DICOM, PNG, JPEG, TIFF or WebP"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ""}
 
 log = logging.getLogger(__name__)
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 INVALID_UID = "(invalid)"
-
-
-def is_valid_uid(text: str) -> bool:
-    """True for a DICOM UID as the standard writes them (digits and dots, at most 64 characters). Anything
-    else is never printed: senders have been seen to put names there."""
-    return len(text) <= 64 and _UID.match(text) is not None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ..backends.choice import BackendChoice
 from ..cli_support import LogLevelOption, err
 from ..errors import ExitCode
 from ..logs import LogLevel
+from .spool import MAX_STORE_MIB
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="The svdh PACS node.")
 LEGACY_SPOOL = Path("svdh-spool")  # where nodes before 0.4 kept their queue: the folder they were started in
@@ -56,6 +57,14 @@ def serve(
     max_queue: Annotated[
         int, typer.Option("--max-queue", min=1, help="Images waiting before new ones are refused (status A700).")
     ] = 500,
+    max_store_mib: Annotated[
+        int,
+        typer.Option(
+            "--max-store-mib",
+            min=1,
+            help="Largest dataset one C-STORE may send, in MiB; a larger one is aborted as it arrives.",
+        ),
+    ] = MAX_STORE_MIB,
     forward: Annotated[
         Optional[str], typer.Option(help="Send each SR and SC by C-STORE to HOST:PORT:AET (e.g. the PACS).")
     ] = None,
@@ -127,6 +136,7 @@ def serve(
         allow=tuple(AllowRule.parse(rule) for rule in rules),
         tls=tls,
         forward_tls=forward_tls,
+        max_store_bytes=max_store_mib << 20,
     )
     PacsNode(options, log=lambda message: err(f"svdh-run serve: {message}")).run()
 

@@ -9,6 +9,11 @@ Capture (:mod:`svdh_runtime.dicom_results`), and delivers them by C-STORE to
 ``--forward`` and/or into ``--outbox``; an unreachable destination is retried
 with back-off while the item waits in the spool. A restart resumes where the
 node stopped.
+
+A dataset is written to the spool's disk as it arrives, never held whole in
+memory, and an association whose dataset grows past ``--max-store-mib`` (or
+past what the spool's disk can take) is aborted: a C-STORE announces no size,
+so the bytes are counted as they come.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -30,7 +36,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError, SvdhError, install_hint
 from ..files import atomic_write_bytes, atomic_write_text
 from .access import CALLING_AE_NOT_RECOGNISED, AccessPolicy, AllowRule, TlsFiles, Verdict
-from .spool import Spool, item_key
+from .spool import MAX_SCORING_ATTEMPTS, MAX_STORE_MIB, MIN_FREE_BYTES, Spool, item_key
 
 log = logging.getLogger(__name__)
 IMAGE_STORAGE = (
@@ -87,6 +93,7 @@ class NodeOptions:
     allow: tuple[AllowRule, ...] = ()  # who may call (empty: anyone)
     tls: TlsFiles | None = None
     forward_tls: bool = False  # send results to --forward over DICOM TLS too
+    max_store_bytes: int = MAX_STORE_MIB << 20  # one dataset larger than this is refused (association aborted)
 
 
 @dataclass
@@ -144,10 +151,15 @@ class PacsNode:
             "delivered": 0,
             "resent": 0,
             "rejected_associations": 0,
+            "aborted_too_large": 0,
+            "set_aside": 0,
         }
+        self._arriving: dict[int, int] = {}  # bytes received per association since its last C-STORE
+        self._restore: tuple[bool, str | None] | None = None  # pynetdicom's and tempfile's settings before
 
     # -- receiving -----------------------------------------------------------------------------------------
     def _on_store(self, event: Any) -> int:
+        self._arriving[id(event.assoc)] = 0  # the next dataset is counted from here
         key = item_key(str(event.request.AffectedSOPInstanceUID))
         log.debug("C-STORE %s from %s", key, getattr(event.assoc.requestor, "ae_title", "?"))
         if self.spool.state_of(key) is not None:
@@ -158,11 +170,13 @@ class PacsNode:
             self.log(f"refused {key}: {busy} (status A700; the sender should retry)")
             return STATUS_OUT_OF_RESOURCES
         try:
-            data = event.encoded_dataset()
-        except Exception:
-            return STATUS_CANNOT_UNDERSTAND
+            arrived = event.dataset_path  # written to receiving/ as it came
+        except AttributeError:  # not receiving into files (a node set up by hand)
+            arrived = None
         try:
-            fresh = self.spool.put(key, data)
+            fresh = (
+                self.spool.put(key, event.encoded_dataset()) if arrived is None else self.spool.put_file(key, arrived)
+            )
         except OSError as exc:
             self.last_error = f"spool write failed: {exc.strerror or exc}"
             self.log(f"refused {key}: {self.last_error}")
@@ -172,6 +186,40 @@ class PacsNode:
         self.stats["received"] += 1
         self._wake.set()
         return STATUS_OK
+
+    def _on_data(self, event: Any) -> None:
+        """Count what an association sends; abort it when one dataset outgrows the limit or the disk."""
+        assoc = event.assoc
+        before = self._arriving.get(id(assoc), 0)
+        now = self._arriving[id(assoc)] = before + len(event.data)
+        if now >> 20 == before >> 20:  # judged once per MiB
+            return
+        limit = self.options.max_store_bytes
+        if now > limit:
+            why = f"its dataset passed {limit >> 20} MiB (--max-store-mib)"
+        elif shutil.disk_usage(self.spool.root).free - MIN_FREE_BYTES < 1 << 20:
+            why = "the spool disk is nearly full"
+        else:
+            return
+        if getattr(assoc, "_sent_abort", False):
+            return
+        self.stats["aborted_too_large"] += 1
+        self.last_error = f"aborted an association: {why}"
+        calling = str(getattr(assoc.requestor, "ae_title", "?")).strip()
+        self.log(f"aborted association from {calling!r} at {assoc.requestor.address}: {why} (A-ABORT)")
+        assoc.abort(block=False)  # from the connection's own thread: never wait on it
+
+    def _on_closed(self, event: Any) -> None:
+        """The connection is gone: forget its count, and remove a dataset it left half received."""
+        self._arriving.pop(id(event.assoc), None)
+        message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+        unfinished = getattr(message, "_data_set_file", None)
+        if unfinished is not None:
+            try:
+                unfinished.close()
+                os.unlink(unfinished.name)
+            except OSError:
+                pass  # a starting node clears receiving/
 
     def _duplicate(self, key: str) -> int:
         """An instance received before is acknowledged but not queued (nor scored) again."""
@@ -206,8 +254,15 @@ class PacsNode:
 
     def start_receiving(self) -> None:
         """Listen for associations (C-STORE of CR/DX images in any transfer syntax, C-ECHO)."""
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+        import tempfile
+
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
         from pynetdicom.sop_class import Verification
+
+        # datasets go to the spool's disk as they arrive (pynetdicom writes them to a temporary file)
+        self._restore = (_config.STORE_RECV_CHUNKED_DATASET, tempfile.tempdir)
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tempfile.tempdir = str(self.spool.receiving)
 
         ae = AE(ae_title=self.options.ae_title)
         ae.maximum_pdu_size = 0
@@ -216,7 +271,12 @@ class PacsNode:
             ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         tls = self.options.tls
-        handlers = [(evt.EVT_REQUESTED, self._on_association_requested), (evt.EVT_C_STORE, self._on_store)]
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_association_requested),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_DATA_RECV, self._on_data),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+        ]
         try:
             self._server = ae.start_server(
                 (self.options.bind, self.options.port),
@@ -271,6 +331,24 @@ class PacsNode:
         self.stats["scored"] += 1
         self.log(f"scored {key}: SvdH {prediction.score:.1f} / 280, {prediction.severity}")
         return record
+
+    def _score_once_more(self, key: str) -> dict[str, Any] | None:
+        """Score an item unless the node went away while scoring it too often (an image that runs it out of
+        memory would otherwise take it down at every start): such an item is kept under failed/."""
+        attempts = self.spool.begin_scoring(key)
+        if attempts > MAX_SCORING_ATTEMPTS:
+            self.stats["set_aside"] += 1
+            self._refuse(
+                key,
+                f"the node stopped {attempts - 1} times while scoring it (out of memory, or killed); set aside, "
+                "not tried again",
+            )
+            self.spool.end_scoring(key)
+            return None
+        try:
+            return self._score(key)
+        finally:
+            self.spool.end_scoring(key)  # alive: scored, or refused with its reason
 
     def _refuse(self, key: str, reason: str) -> None:
         self.spool.fail(key, reason)
@@ -336,7 +414,7 @@ class PacsNode:
         try:
             record = self.spool.read_result(key)
             if record is None:
-                record = self._score(key)
+                record = self._score_once_more(key)
             if record is not None:
                 self._deliver(key, record)
         except OSError as exc:  # the spool's disk: keep the item, try again later
@@ -415,6 +493,7 @@ class PacsNode:
             "undelivered": counts.undelivered,
             "since_start": dict(self.stats),
             "last_error": self.last_error,
+            "refusing_new_images": self.spool.refusal(),  # why stores get A700 now; null when they do not
             "running": not self._stop.is_set(),
         }
 
@@ -449,6 +528,13 @@ class PacsNode:
             thread.join(timeout=60)
         self._write_status()
         self.scorer.backend.close()
+        if self._restore is not None:
+            import tempfile
+
+            from pynetdicom import _config
+
+            _config.STORE_RECV_CHUNKED_DATASET, tempfile.tempdir = self._restore
+            self._restore = None
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT; the image being scored is finished first."""

@@ -2,9 +2,10 @@
 
 Layout under the spool folder (every move is an atomic rename on one file system)::
 
+    receiving/             datasets arriving, written as they come (never held whole in memory)
     incoming/UID.dcm       received and fsynced before the C-STORE is acknowledged
     work/UID.dcm           taken by the worker
-    results/UID/           sr.dcm, sc.dcm, then result.json (written last: "scored")
+    results/UID/           attempts (while scoring), sr.dcm, sc.dcm, then result.json (written last: "scored")
     done/UID.dcm           the original, once its results were delivered (kept)
     failed/UID.dcm + .json refused inputs with the reason (kept)
     resend/UID             an administrator's request to send a done item's results again
@@ -16,7 +17,10 @@ Without ``--spool`` the node keeps its queue in one documented per-user place,
 restart elsewhere still knows what it received.
 
 After a crash or kill, items in ``work/`` go back through the worker: one with
-a ``result.json`` is delivered without scoring again. Result UIDs are derived
+a ``result.json`` is delivered without scoring again; one the node was killed
+while scoring (``attempts``) :data:`MAX_SCORING_ATTEMPTS` times is kept under
+``failed/`` instead of being tried again, so an image that takes the node down
+(out of memory) cannot do it in a loop. Result UIDs are derived
 from the source UID and the model, so a delivery repeated after a crash sends
 the very same SOP instances, never new ones.
 """
@@ -29,15 +33,32 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..dicom_uids import is_valid_uid
 from ..files import PARTIAL_SUFFIX, atomic_write_text, fsync_folder, remove_partials
-from ..imageio import is_valid_uid
 
 STATES = ("incoming", "work", "done", "failed")
 MIN_FREE_BYTES = 200 << 20  # refuse new images below this much free disk
+MAX_SCORING_ATTEMPTS = 2  # starts of scoring one image that ended with the node gone, before it is set aside
+RECEIVING = "receiving"
+MAX_STORE_MIB = 400  # default largest dataset of one C-STORE: an 80-megapixel radiograph is 160 MB uncompressed
+
+
+def _remove_files(folder: Path) -> int:
+    """Delete what a stopped node left in ``folder`` (datasets it was receiving); how many."""
+    removed = 0
+    for leftover in folder.iterdir():
+        try:
+            leftover.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def default_spool() -> Path:
@@ -76,9 +97,11 @@ class Spool:
         """``tidy``: the node starting: remove partial files a killed node left (never while one runs)."""
         self.root = Path(root)
         self.max_queue = max_queue
-        for name in (*STATES, "results", "resend"):
+        for name in (*STATES, "results", "resend", RECEIVING):
             (self.root / name).mkdir(parents=True, exist_ok=True)
-        self.partials_removed = remove_partials(self.root) if tidy else 0
+        self.partials_removed = 0
+        if tidy:
+            self.partials_removed = remove_partials(self.root) + _remove_files(self.root / RECEIVING)
 
     def path(self, state: str, key: str) -> Path:
         return self.root / state / f"{key}.dcm"
@@ -110,33 +133,73 @@ class Spool:
             return "spool disk nearly full"
         return None
 
-    def put(self, key: str, data: bytes) -> bool:
-        """Queue a received file durably; False when this instance was already received.
+    @property
+    def receiving(self) -> Path:
+        """Where datasets are written as they arrive (on the spool's disk: never in memory, nor on a tmpfs)."""
+        return self.root / RECEIVING
 
-        Each store writes a partial file of its own and then claims the name with a hard link, which
-        fails when another store of the same instance got there first: of several senders of one image,
-        one queues it and the others are told it is a duplicate."""
+    def put(self, key: str, data: bytes) -> bool:
+        """Queue a received file durably; False when this instance was already received."""
         if self.state_of(key) is not None:
             return False
-        incoming = self.root / "incoming"
-        target = self.path("incoming", key)
-        descriptor, name = tempfile.mkstemp(dir=incoming, prefix=f"{key}.", suffix=PARTIAL_SUFFIX)
+        with self._partial(key) as (handle, name):
+            handle.write(data)
+            return self._claim(key, handle, name)
+
+    def put_file(self, key: str, source: Path) -> bool:
+        """Queue a dataset received into a file (``receiving/``), copied in pieces, never read into memory
+        whole; False when this instance was already received."""
+        if self.state_of(key) is not None:
+            return False
+        with self._partial(key) as (handle, name), open(source, "rb") as data:
+            shutil.copyfileobj(data, handle, 1 << 20)
+            return self._claim(key, handle, name)
+
+    @contextmanager
+    def _partial(self, key: str) -> Iterator[tuple[BinaryIO, str]]:
+        """A partial file of this store's own in ``incoming/``, removed whatever happens."""
+        descriptor, name = tempfile.mkstemp(dir=self.root / "incoming", prefix=f"{key}.", suffix=PARTIAL_SUFFIX)
+        handle = os.fdopen(descriptor, "wb")
         try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(name, target)
-            except FileExistsError:
-                return False
-            if any(self.path(state, key).exists() for state in STATES if state != "incoming"):
-                target.unlink(missing_ok=True)  # taken by the worker meanwhile: this copy is a duplicate
-                return False
-            fsync_folder(incoming)
-            return True
+            yield handle, name
         finally:
+            handle.close()
             Path(name).unlink(missing_ok=True)
+
+    def _claim(self, key: str, handle: BinaryIO, name: str) -> bool:
+        """Make the partial file durable and claim the instance's name with a hard link, which fails when
+        another store of the same instance got there first: of several senders of one image, one queues it
+        and the others are told it is a duplicate."""
+        handle.flush()
+        os.fsync(handle.fileno())
+        target = self.path("incoming", key)
+        try:
+            os.link(name, target)
+        except FileExistsError:
+            return False
+        if any(self.path(state, key).exists() for state in STATES if state != "incoming"):
+            target.unlink(missing_ok=True)  # taken by the worker meanwhile: this copy is a duplicate
+            return False
+        fsync_folder(target.parent)
+        return True
+
+    # -- scoring attempts (an image that takes the node down is not tried forever) ---------------------------
+    def begin_scoring(self, key: str) -> int:
+        """Record, durably, that scoring this item starts; how many starts there have been, this one included
+        (more than one: the node went away while scoring it before)."""
+        marker = self.results_dir(key) / "attempts"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            before = int(marker.read_text(encoding="utf-8").strip() or 0)
+        except (OSError, ValueError):
+            before = 0
+        atomic_write_text(marker, f"{before + 1}\n")
+        fsync_folder(marker.parent)
+        return before + 1
+
+    def end_scoring(self, key: str) -> None:
+        """Scoring this item ended (scored or refused) with the node alive."""
+        (self.results_dir(key) / "attempts").unlink(missing_ok=True)
 
     def next_incoming(self) -> str | None:
         """The oldest received item, moved to ``work/``."""
