@@ -195,3 +195,24 @@ def test_an_invalid_uid_holding_a_name_never_reaches_the_node_log(
         node.stop()
     log = node.log.read_text()
     assert "Secretname" not in log and "C-STORE x" in log, log[-2000:]
+
+
+def test_eight_senders_of_the_same_images_are_all_acknowledged_and_each_image_queued_once(
+    phantoms: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "send"
+    images.mkdir()
+    for source in sorted((phantoms / "images").glob("*.dcm"))[:12]:
+        shutil.copy(source, images / source.name)
+    node, messages = _in_process_node(tmp_path)
+    try:
+        command = [STORESCU, "-aec", "SVDH", "+sd", "127.0.0.1", str(node.options.port), str(images)]
+        senders = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+        outcomes = [(sender.wait(timeout=180), sender.stderr.read().decode()) for sender in senders]
+        assert all(code == 0 for code, _ in outcomes), [text for code, text in outcomes if code]
+        queued = sorted(p.stem for p in (tmp_path / "spool" / "incoming").glob("*.dcm"))
+        expected = sorted(str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in images.iterdir())
+        assert queued == expected and node.stats["received"] == 12 and node.stats["duplicates"] == 7 * 12
+        assert not list((tmp_path / "spool").rglob("*.partial")) and node.stats["refused_busy"] == 0
+    finally:
+        node.stop()

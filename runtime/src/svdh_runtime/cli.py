@@ -142,11 +142,11 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     from .discovery import discover
     from .scoring import Scorer
 
-    bundle = load_bundle(model)
     out = options.out
     if out is not None:
         _refuse_out_holding_inputs(out, images)
     claim = claim_output_folder(out) if out is not None else None  # before any work: a bad --out costs nothing
+    bundle = load_bundle(model)
     found = discover(images, exclude=out)
     names = options.names
     if found.out_inside_inputs:
