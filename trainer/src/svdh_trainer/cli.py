@@ -30,6 +30,15 @@ def phantom(
     layout: Annotated[str, typer.Option(help="both: both hands in one image; single: one image per hand.")] = "both",
     acquisition: Annotated[str, typer.Option(help="Acquisition preset: default or shifted.")] = "default",
     workers: Annotated[int, typer.Option(min=0, help="Processes (0: all cores).")] = 0,
+    realism: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2,
+            help="2: people, clinics and two readers (labels.csv holds the readers' mean; truth.csv, readers.csv). "
+            "1: the clean phantoms of version 1, byte for byte.",
+        ),
+    ] = 2,
 ) -> None:
     """Generate synthetic PA hand radiographs (DICOM) with known per-joint SvdH grades."""
     from .phantom.generate import ACQUISITION_PRESETS, LAYOUTS, generate
@@ -46,8 +55,10 @@ def phantom(
         preset=acquisition,
         workers=workers or None,
         progress=lambda it: _bar(it, total=n, desc="phantoms"),
+        realism=realism,
     )
-    err(f"wrote {n} phantom patients to {out} ({labels.name}, joints.json, images/)")
+    tables = f"{labels.name}, truth.csv, readers.csv" if realism > 1 else labels.name
+    err(f"wrote {n} phantom patients (realism {realism}) to {out} ({tables}, joints.json, images/)")
 
 
 @app.command()

@@ -44,24 +44,25 @@ class Sample:
     area_grades: tuple[float, ...] | None = None
 
 
-def _hand_grades(row: dict[str, str], hand: str, where: str) -> list[int]:
-    """The hand's per-area grades (AREAS order), checked against each area's range."""
+def _hand_grades(row: dict[str, str], hand: str, where: str) -> list[float]:
+    """The hand's per-area grades (AREAS order), checked against each area's range; a readers' mean may be
+    fractional (1.5)."""
     grades = []
     for area in AREAS:
         column = area.column(hand)
         try:
-            grade = int(float(row[column]))
+            grade = float(row[column])
         except KeyError:
             raise DatasetError(f"{where}: missing column {column}") from None
         except ValueError:
             raise DatasetError(f"{where}: column {column} is not a number ({row[column]!r})") from None
-        if not 0 <= grade <= area.max_grade:
-            raise DatasetError(f"{where}: {column}={grade} is outside 0-{area.max_grade}")
+        if not 0 <= grade <= area.max_grade:  # also false for NaN
+            raise DatasetError(f"{where}: {column}={grade:g} is outside 0-{area.max_grade}")
         grades.append(grade)
     return grades
 
 
-def _area_grades(grades: dict[str, list[int]], shown: tuple[str, ...]) -> tuple[float, ...]:
+def _area_grades(grades: dict[str, list[float]], shown: tuple[str, ...]) -> tuple[float, ...]:
     """Both hands' grades in grade_columns() order; NaN for a hand not shown."""
     return tuple(float(g) if hand in shown else float("nan") for hand in HANDS for g in grades[hand])
 

@@ -90,3 +90,34 @@ def evaluate_predictions(
             result[f"{k}_ci"] = [round(float(low), 4), round(float(high), 4)]
         result["bootstrap"] = bootstrap
     return result
+
+
+def icc_agreement(ratings: np.ndarray) -> float:
+    """ICC(2,1): two-way random effects, absolute agreement, one rater (Shrout & Fleiss), of ``ratings``
+    ``[subjects, raters]``; the agreement statistic trials report for their readers' scores."""
+    x = np.asarray(ratings, float)
+    n, k = x.shape
+    if n < 2 or k < 2:
+        return float("nan")
+    grand = x.mean()
+    ms_rows = k * ((x.mean(1) - grand) ** 2).sum() / (n - 1)
+    ms_cols = n * ((x.mean(0) - grand) ** 2).sum() / (k - 1)
+    residual = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + grand
+    ms_error = (residual**2).sum() / ((n - 1) * (k - 1))
+    denominator = ms_rows + (k - 1) * ms_error + k * (ms_cols - ms_error) / n
+    return float("nan") if denominator == 0 else float((ms_rows - ms_error) / denominator)
+
+
+def pooled_area_kappa(a: np.ndarray, b: np.ndarray, max_grades: np.ndarray) -> float:
+    """Quadratic weighted kappa of two sets of per-area grades ``[images, areas]``, pooled over areas of the
+    same range (erosion 0-5, narrowing 0-4) and averaged by the number of grades in each pool."""
+    a, b, max_grades = np.asarray(a), np.asarray(b), np.asarray(max_grades)
+    kappas, weights = [], []
+    for top in np.unique(max_grades):
+        columns = max_grades == top
+        left, right = np.rint(a[:, columns]).ravel(), np.rint(b[:, columns]).ravel()
+        keep = np.isfinite(left) & np.isfinite(right)
+        if keep.sum():
+            kappas.append(quadratic_weighted_kappa(left[keep], right[keep], int(top) + 1))
+            weights.append(keep.sum())
+    return float(np.average(kappas, weights=weights)) if kappas else float("nan")

@@ -5,15 +5,26 @@ radial (thumb) side, y toward the fingertips, the distal radius tip at y = 0.
 :func:`build_hand` places joint space narrowing (narrower or lost joint
 space) and erosions (bites out of the cortex that grow with the grade) from a
 dict of grades, then :class:`Pose` moves the hand into the image.
+
+A :class:`Morphology` (version-2 phantoms, :mod:`.morphology`) makes the hand a
+person's: its size and proportions, bone density and cortical thickness,
+erosions of varied shape, ulnar deviation, flexed or overlapping fingers, a
+rotated thumb, sesamoids, and what is not scored (osteoarthritis at the DIP
+joints, an old fracture, surgical hardware). The default draws the canonical
+hand of version 1, bit for bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .shapes import Bite, Bone, Ellipsoid, Tube
+
+if TYPE_CHECKING:
+    from .morphology import Morphology, Realism
 
 # Joint space left at each narrowing grade (fraction of normal; < 0: bones fused).
 NARROWING_FRACTION = (1.0, 0.62, 0.32, 0.08, -0.25)
@@ -65,6 +76,8 @@ class Hand:
     extras: list = field(default_factory=list)  # ring and other dense objects (Tube)
     sites: dict[str, JointSite] = field(default_factory=dict)
     proximal_phalanges: dict[int, Bone] = field(default_factory=dict)  # canonical frame only
+    long_bones: dict[str, Bone] = field(default_factory=dict)  # radius, ulna, mc1..5 (canonical frame only)
+    features: list[str] = field(default_factory=list)  # what was drawn beyond the scored lesions (version 2)
 
     def transformed(self, pose: Pose) -> Hand:
         return Hand(
@@ -73,6 +86,7 @@ class Hand:
             bites=[pose.apply(s) for s in self.bites],
             extras=[pose.apply(s) for s in self.extras],
             sites={k: JointSite(pose.point(v.centre), v.radius * pose.scale) for k, v in self.sites.items()},
+            features=list(self.features),
         )
 
 
@@ -123,9 +137,17 @@ class Pose:
         raise TypeError(type(shape))
 
 
-def _erode_bone_end(hand: Hand, bone: Bone, at_end: bool, grade: int, rng: np.random.Generator) -> None:
-    """Bites out of the cortex near one end of a long bone; more and larger with the grade."""
+def _erode_bone_end(
+    hand: Hand, bone: Bone, at_end: bool, grade: int, rng: np.random.Generator, varied: Realism | None = None
+) -> None:
+    """Bites out of the cortex near one end of a long bone; more and larger with the grade (``varied``: of the
+    shapes real erosions take, :func:`.morphology.varied_erosion`)."""
     if grade <= 0:
+        return
+    if varied is not None:
+        from .morphology import varied_erosion
+
+        hand.bites += varied_erosion(bone, at_end, grade, rng, varied)
         return
     u = bone.axis
     normal = np.array([-u[1], u[0]])
@@ -156,13 +178,20 @@ def _gap(kind: str, grade: int) -> float:
     return FINGER_GAP_MM[kind] * NARROWING_FRACTION[grade]
 
 
-def build_hand(erosion: dict[str, int], narrowing: dict[str, int], rng: np.random.Generator) -> Hand:
-    """A canonical hand (thumb toward +x) with the given grades per joint name.
+def build_hand(
+    erosion: dict[str, int], narrowing: dict[str, int], rng: np.random.Generator, morph: Morphology | None = None
+) -> Hand:
+    """A hand (thumb toward +x) with the given grades per joint name; canonical unless ``morph`` says how
+    this person's hand departs from it.
 
     Joint names: ``ip1``, ``pip2..5``, ``mcp1..5``, ``mc1base``, ``multangular``,
     ``navicular``, ``lunate``, ``radius``, ``ulna`` (erosion) and ``pip2..5``,
     ``mcp1..5``, ``cmc3..5``, ``mna``, ``capnlun``, ``radcar`` (narrowing).
     """
+    if morph is None:
+        from .morphology import CANONICAL as morph
+    varied = morph.realism if morph.varied_erosions else None
+    sx, sy = morph.width, morph.length  # the canonical frame stretched to this hand
     hand = Hand()
     shrink = {
         name: CARPAL_GAP_MM * (1.0 - NARROWING_FRACTION[narrowing.get(name, 0)])
@@ -172,63 +201,82 @@ def build_hand(erosion: dict[str, int], narrowing: dict[str, int], rng: np.rando
 
     # Forearm: radius (radial side) and ulna; narrowing of the radiocarpal joint raises the radius.
     radius = Bone(
-        np.array([5.5, -90.0]), np.array([5.0, 0.0 + shrink["radcar"]]), 6.0, 6.0, 11.0, flare=9.0, cap_flatness=3.0
+        np.array([5.5 * sx, -90.0 * sy]),
+        np.array([5.0 * sx, 0.0 + shrink["radcar"]]),
+        6.0 * sx,
+        6.0 * sx,
+        11.0 * sx,
+        flare=9.0,
+        cap_flatness=3.0,
     )
-    ulna = Bone(np.array([-15.5, -90.0]), np.array([-14.5, -3.5]), 4.8, 4.8, 6.5, flare=6.0, cap_flatness=2.2)
+    ulna = Bone(
+        np.array([-15.5 * sx, -90.0 * sy]), np.array([-14.5 * sx, -3.5]), 4.8 * sx, 4.8 * sx, 6.5 * sx, 6.0, 2.2
+    )
     hand.bones += [radius, ulna]
-    hand.sites["radcar"] = JointSite(np.array([3.0, 1.5 + shrink["radcar"] / 2]), 9.0)
-    hand.sites["radius"] = JointSite(np.array([9.0, -2.5]), 8.0)
-    hand.sites["ulna"] = JointSite(np.array([-14.5, -5.0]), 6.5)
-    _erode_bone_end(hand, radius, True, erosion.get("radius", 0), rng)
-    _erode_bone_end(hand, ulna, True, erosion.get("ulna", 0), rng)
+    hand.sites["radcar"] = JointSite(np.array([3.0 * sx, 1.5 + shrink["radcar"] / 2]), 9.0 * sx)
+    hand.sites["radius"] = JointSite(np.array([9.0 * sx, -2.5]), 8.0 * sx)
+    hand.sites["ulna"] = JointSite(np.array([-14.5 * sx, -5.0]), 6.5 * sx)
+    _erode_bone_end(hand, radius, True, erosion.get("radius", 0), rng, varied)
+    _erode_bone_end(hand, ulna, True, erosion.get("ulna", 0), rng, varied)
 
     carpals = {}
     for name, (centre, axes, angle) in _CARPALS.items():
-        c = np.array(centre, dtype=float)
+        c = np.array(centre, dtype=float) * (sx, sy)
+        axes = (axes[0] * morph.carpal_size, axes[1] * morph.carpal_size)
         if name == "capitate":
             c[1] -= shrink["capnlun"]
         if name == "multangular":
-            towards = np.array(_CARPALS["navicular"][0]) - c
+            towards = np.array(_CARPALS["navicular"][0]) * (sx, sy) - c
             c += towards / np.linalg.norm(towards) * shrink["mna"]
         carpals[name] = Ellipsoid(c, axes, np.deg2rad(angle))
     hand.bones += list(carpals.values())
     for name in ("multangular", "navicular", "lunate"):
         hand.sites[name] = JointSite(carpals[name].centre.copy(), max(carpals[name].axes) + 1.5)
-        _erode_carpal(hand, carpals[name], erosion.get(name, 0), rng)
+        _erode_carpal(hand, carpals[name], erosion.get(name, 0), rng)  # carpal bites keep one shape
     nav, lun, cap, mul = carpals["navicular"], carpals["lunate"], carpals["capitate"], carpals["multangular"]
     hand.sites["mna"] = JointSite((mul.centre + nav.centre) / 2, 6.5)
     hand.sites["capnlun"] = JointSite((cap.centre + (nav.centre + lun.centre) / 2) / 2, 7.0)
 
     # Fingers 2-5.
     for digit, (base, angle, lengths, r) in _FINGERS.items():
-        base_pt = np.array(base)
+        base_pt = np.array(base) * (sx, sy)
+        lengths = tuple(length * sy * morph.digit_length[digit - 1] for length in lengths)
+        r = r * sx
         if digit >= 3:
             base_pt = base_pt - np.array([0.0, shrink[f"cmc{digit}"]])
             hand.sites[f"cmc{digit}"] = JointSite(base_pt - np.array([0.0, 1.5]), 6.0)
-        mc_dir, ph_dir = _unit(angle), _unit(angle + spread[digit])
+        deviation = morph.finger_angle(digit)  # ulnar deviation, fingers crossing
+        mc_dir, ph_dir = _unit(angle), _unit(angle + spread[digit] + deviation)
+        # a flexed finger is foreshortened in a PA view: the middle and distal phalanges look shorter
+        bend = morph.flexion_factor(digit)
         mc = Bone(base_pt, base_pt + mc_dir * lengths[0], r, r * 1.45, r * 1.35, flare=7.0)
         g_mcp = _gap("mcp", narrowing.get(f"mcp{digit}", 0))
-        p1_start = mc.end + ph_dir * g_mcp
+        p1_start = mc.end + ph_dir * g_mcp + morph.subluxation(f"mcp{digit}", mc_dir, r)
         p1 = Bone(p1_start, p1_start + ph_dir * lengths[1], r * 0.85, r * 1.3, r * 1.05, flare=5.0)
         g_pip = _gap("pip", narrowing.get(f"pip{digit}", 0))
         p2_start = p1.end + ph_dir * g_pip
-        p2 = Bone(p2_start, p2_start + ph_dir * lengths[2], r * 0.72, r * 1.05, r * 0.85, flare=4.0)
-        p3_start = p2.end + ph_dir * FINGER_GAP_MM["dip"]
-        p3 = Bone(p3_start, p3_start + ph_dir * lengths[3], r * 0.55, r * 0.85, r * 0.6, flare=3.0)
+        p2 = Bone(p2_start, p2_start + ph_dir * lengths[2] * bend, r * 0.72, r * 1.05, r * 0.85, flare=4.0)
+        p3_start = p2.end + ph_dir * FINGER_GAP_MM["dip"] * morph.dip_space(digit)
+        p3 = Bone(p3_start, p3_start + ph_dir * lengths[3] * bend, r * 0.55, r * 0.85, r * 0.6, flare=3.0)
         hand.bones += [mc, p1, p2, p3]
         hand.proximal_phalanges[digit] = p1
+        hand.long_bones[f"mc{digit}"] = mc
         hand.sites[f"mcp{digit}"] = JointSite(mc.end + ph_dir * g_mcp / 2, r * 1.6 + 2.0)
         hand.sites[f"pip{digit}"] = JointSite(p1.end + ph_dir * g_pip / 2, r * 1.3 + 2.0)
+        hand.sites[f"dip{digit}"] = JointSite(p2.end + ph_dir * FINGER_GAP_MM["dip"] * morph.dip_space(digit) / 2, r)
         mcp_grade, pip_grade = erosion.get(f"mcp{digit}", 0), erosion.get(f"pip{digit}", 0)
-        _erode_bone_end(hand, mc, True, (mcp_grade + 1) // 2, rng)
-        _erode_bone_end(hand, p1, False, mcp_grade // 2, rng)
-        _erode_bone_end(hand, p1, True, (pip_grade + 1) // 2, rng)
-        _erode_bone_end(hand, p2, False, pip_grade // 2, rng)
+        _erode_bone_end(hand, mc, True, (mcp_grade + 1) // 2, rng, varied)
+        _erode_bone_end(hand, p1, False, mcp_grade // 2, rng, varied)
+        _erode_bone_end(hand, p1, True, (pip_grade + 1) // 2, rng, varied)
+        _erode_bone_end(hand, p2, False, pip_grade // 2, rng, varied)
         hand.soft += [Tube(mc.end, p3.end, r + 4.5, SOFT_DENSITY)]
 
     # Thumb: metacarpal, proximal and distal phalanx.
     base, angle, lengths, r = _THUMB
-    base_pt, mc_dir, ph_dir = np.array(base), _unit(angle), _unit(angle - 8.0 + spread[1])
+    lengths = tuple(length * sy * morph.digit_length[0] for length in lengths)
+    r = r * sx * morph.thumb_width  # a thumb rotated out of the PA plane looks narrower
+    angle = angle + morph.thumb_angle
+    base_pt, mc_dir, ph_dir = np.array(base) * (sx, sy), _unit(angle), _unit(angle - 8.0 + spread[1])
     mc1 = Bone(base_pt, base_pt + mc_dir * lengths[0], r * 0.95, r * 1.5, r * 1.3, flare=6.0)
     g_mcp1 = _gap("mcp", narrowing.get("mcp1", 0))
     p1_start = mc1.end + ph_dir * g_mcp1
@@ -240,21 +288,23 @@ def build_hand(erosion: dict[str, int], narrowing: dict[str, int], rng: np.rando
     hand.sites["ip1"] = JointSite(t1.end + ph_dir * FINGER_GAP_MM["ip"] / 2, r * 1.3 + 2.0)
     hand.sites["mc1base"] = JointSite(base_pt + mc_dir * 3.0, 7.0)
     mcp1_grade, ip1_grade = erosion.get("mcp1", 0), erosion.get("ip1", 0)
-    _erode_bone_end(hand, mc1, True, (mcp1_grade + 1) // 2, rng)
-    _erode_bone_end(hand, t1, False, mcp1_grade // 2, rng)
-    _erode_bone_end(hand, t1, True, (ip1_grade + 1) // 2, rng)
-    _erode_bone_end(hand, t2, False, ip1_grade // 2, rng)
-    _erode_bone_end(hand, mc1, False, erosion.get("mc1base", 0), rng)
+    _erode_bone_end(hand, mc1, True, (mcp1_grade + 1) // 2, rng, varied)
+    _erode_bone_end(hand, t1, False, mcp1_grade // 2, rng, varied)
+    _erode_bone_end(hand, t1, True, (ip1_grade + 1) // 2, rng, varied)
+    _erode_bone_end(hand, t2, False, ip1_grade // 2, rng, varied)
+    _erode_bone_end(hand, mc1, False, erosion.get("mc1base", 0), rng, varied)
+    hand.long_bones.update(radius=radius, ulna=ulna, mc1=mc1)
     hand.soft += [Tube(mc1.start + mc_dir * 10.0, t2.end, r + 5.0, SOFT_DENSITY)]
 
     # Palm, wrist and forearm soft tissue.
     for base, angle, lengths, _ in _FINGERS.values():
-        start = np.array(base)
-        hand.soft.append(Tube(start, start + _unit(angle) * (lengths[0] - 4.0), 9.5, SOFT_DENSITY))
+        start = np.array(base) * (sx, sy)
+        hand.soft.append(Tube(start, start + _unit(angle) * (lengths[0] * sy - 4.0), 9.5 * sx, SOFT_DENSITY))
     hand.soft += [
-        Tube(np.array([-2.0, -95.0]), np.array([-3.0, 20.0]), 26.0, SOFT_DENSITY * 0.9),
-        Tube(np.array([-5.0, 20.0]), np.array([12.0, 28.0]), 22.0, SOFT_DENSITY),
+        Tube(np.array([-2.0 * sx, -95.0 * sy]), np.array([-3.0 * sx, 20.0 * sy]), 26.0 * sx, SOFT_DENSITY * 0.9),
+        Tube(np.array([-5.0 * sx, 20.0 * sy]), np.array([12.0 * sx, 28.0 * sy]), 22.0 * sx, SOFT_DENSITY),
     ]
+    morph.finish(hand, erosion, narrowing, rng)  # density, sesamoids, swelling, confounders (version 2)
     return hand
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _BASE_DATE = dt.date(2024, 1, 1)
 
 
@@ -26,8 +28,10 @@ def write_radiograph(
     pixel_spacing_mm: float,
     laterality: str,  # "L", "R" or "B"
     day: int = 0,
+    header: dict[str, object] | None = None,
 ) -> None:
-    """Write ``stored`` (uint16, values within ``bits_stored``) as a single-frame radiograph."""
+    """Write ``stored`` (uint16, values within ``bits_stored``) as a single-frame radiograph; ``header``: more
+    attributes, or other values (version 2: accession number, time, age, sex, burned-in annotation)."""
     sop_class = DX_FOR_PRESENTATION if modality == "DX" else CR_IMAGE
     sop_instance = generate_uid(entropy_srcs=[uid_seed, "instance"])
     meta = FileMetaDataset()
@@ -90,6 +94,58 @@ def write_radiograph(
     ds.KVP = 50
     ds.LossyImageCompression = "00"
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    for keyword, value in (header or {}).items():
+        setattr(ds, keyword, value)
+    _save(ds, path)
+
+
+def write_scanned_film(
+    path: Path,
+    jpeg: bytes,
+    shape: tuple[int, int],
+    *,
+    patient_id: str,
+    uid_seed: str,
+    laterality: str,
+    day: int,
+    header: dict[str, object],
+) -> None:
+    """A film digitised on a scanner: an 8-bit JPEG in a Secondary Capture (modality RG, conversion type DF),
+    with no pixel spacing (a scanner knows none of the patient's): what sites import from old films."""
+    meta = FileMetaDataset()
+    sop_instance = generate_uid(entropy_srcs=[uid_seed, "instance"])
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["svdh phantom generator"])
+    meta.ImplementationVersionName = "SVDH_PHANTOM_2"
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    date = (_BASE_DATE + dt.timedelta(days=day % 700)).strftime("%Y%m%d")
+    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE, sop_instance
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.PatientName, ds.PatientID = f"PHANTOM^{patient_id}", patient_id
+    ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "", "O", ""
+    ds.Manufacturer, ds.SoftwareVersions = "svdh phantom generator", "2"
+    ds.Modality, ds.ConversionType, ds.BodyPartExamined = "RG", "DF", "HAND"
+    ds.ImageLaterality, ds.Laterality = laterality, laterality if laterality in ("L", "R") else ""
+    ds.PatientOrientation = ["L", "H"]
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BurnedInAnnotation = "YES"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_10918_1"
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    _save(ds, path)
+
+
+def _save(ds: FileDataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     ds.save_as(partial, enforce_file_format=True)

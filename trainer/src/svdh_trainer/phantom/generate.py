@@ -2,6 +2,13 @@
 
 Each image is made from its own random stream ``(seed, index)``, so a dataset
 is identical however many worker processes made it.
+
+``realism`` 1 draws the phantoms of version 1, byte for byte: one canonical
+hand, clean lesions, exact labels. ``realism`` 2 (the default) draws people
+(:mod:`.cohort`, :mod:`.morphology`), clinics (:mod:`.clinic`) and readers
+(:mod:`.readers`): ``labels.csv`` then holds the two readers' mean grades, as
+trials use them, ``readers.csv`` each reader's grades (a ``Reader`` column) and
+``truth.csv`` the exact grades, in the layout of ``labels.csv``.
 """
 
 from __future__ import annotations
@@ -20,13 +27,22 @@ from svdh_runtime.files import atomic_write_text
 
 from ..areas import AREAS, HANDS, grade_columns
 from .anatomy import Hand, Pose, add_ring, build_hand
-from .dicom import write_radiograph
+from .clinic import ClinicRanges, draw_clinic, scan_film, trabecular_texture
+from .cohort import draw_person
+from .dicom import write_radiograph, write_scanned_film
 from .grades import PatientGrades, draw_patient
-from .render import Acquisition, expose, path_lengths
-from .shapes import Tube
+from .morphology import Realism, draw_morphology
+from .readers import consensus, read_patient
+from .render import Acquisition, expose, exposed_signal, path_lengths, quantise
+from .shapes import Bone, Tube
 
 LABEL_COLUMNS = ["Patient_ID", "Overall_Tol", "Overall_erosion", "Overall_narrowing", *grade_columns()]
+READER_COLUMNS = ["Patient_ID", "Reader", *LABEL_COLUMNS[1:]]
 LAYOUTS = ("both", "single")
+REALISMS = (1, 2)
+WRIST_NARROWING = ("cmc3", "cmc4", "cmc5", "mna", "capnlun", "radcar")
+CARPAL_EROSION = ("multangular", "navicular", "lunate")
+SITES = ("Clinic North", "St. Elsewhere Rheumatology", "Trial site 014", "Radiology Dept B")
 
 
 @dataclass(frozen=True)
@@ -132,8 +148,18 @@ def _joint_records(hand_name: str, hand: Hand, patient: PatientGrades, spacing: 
     return records
 
 
+@dataclass
+class PatientFiles:
+    """What one patient adds to the dataset's tables."""
+
+    labels: dict  # the labels.csv row
+    joints: dict  # joints.json records per image
+    truth: dict | None = None  # the truth.csv row (version 2)
+    readers: list[dict] | None = None  # readers.csv rows (version 2)
+
+
 def make_patient(out: Path, seed: int, index: int, layout: str, preset: str) -> tuple[dict, dict]:
-    """Render one patient's image(s); return the label row and the joint records per file."""
+    """Render one patient's image(s) as version 1 did; return the label row and the joint records per file."""
     rng = np.random.default_rng([seed, index])
     patient = draw_patient(rng)
     patient_id = f"S{seed}-{index:05d}"
@@ -185,8 +211,135 @@ def make_patient(out: Path, seed: int, index: int, layout: str, preset: str) -> 
     return row, joints
 
 
-def _work(args: tuple[Path, int, int, str, str]) -> tuple[dict, dict]:
-    return make_patient(*args)
+def _label_row(patient_id: str, grades: dict[str, float | int]) -> dict:
+    """A labels.csv row from per-area grades (exact, or a readers' mean)."""
+    erosion = sum(v for c, v in grades.items() if "_E__" in c)
+    narrowing = sum(v for c, v in grades.items() if "_J__" in c)
+    row = {"Patient_ID": patient_id, "Overall_Tol": erosion + narrowing, "Overall_erosion": erosion}
+    row["Overall_narrowing"] = narrowing
+    return {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in {**row, **grades}.items()}
+
+
+def _ankylose(patient: PatientGrades, rng: np.random.Generator) -> list[str]:
+    """Severe disease fuses the carpus: readers score every wrist area of a fused hand at its maximum."""
+    fused = []
+    for hand in HANDS:
+        if patient.severity > 0.55 and rng.random() < 0.35:
+            for area in AREAS:
+                if (area.kind == "J" and area.joint in WRIST_NARROWING) or (
+                    area.kind == "E" and area.joint in CARPAL_EROSION
+                ):
+                    patient.grades[hand][area.column(hand)] = area.max_grade
+            fused.append(hand)
+    return fused
+
+
+def make_patient_v2(
+    out: Path, seed: int, index: int, layout: str, preset: str, realism: Realism, clinic_ranges: ClinicRanges
+) -> PatientFiles:
+    """Render one patient as version 2 draws them: a person, a clinic, two readers."""
+    rng = np.random.default_rng([seed, index])  # the stream of version 1: the same patients, the same grades
+    patient = draw_patient(rng)
+    fused = _ankylose(patient, rng)
+    person = draw_person(patient.severity, rng)
+    patient_id = f"S{seed}-{index:05d}"
+    truth = {c: g for hand in HANDS for c, g in patient.grades[hand].items()}
+    read = read_patient(patient.grades, rng)
+    readers = [
+        {"Reader": name, **_label_row(patient_id, {c: g for h in HANDS for c, g in grades[h].items()})}
+        for name, grades in read.items()
+    ]
+    hands = {}
+    for hand_name in HANDS:
+        erosion, narrowing = patient.by_joint(hand_name, "E"), patient.by_joint(hand_name, "J")
+        morph = draw_morphology(
+            person.scale, person.age, person.sex, patient.severity, erosion, narrowing, rng, realism
+        )
+        built = build_hand(erosion, narrowing, rng, morph)
+        if rng.random() < 0.08:
+            add_ring(built, int(rng.choice((3, 4))), rng)
+            built.features.append("ring")
+        if hand_name in fused:
+            built.features.append("carpal_ankylosis")
+        hands[hand_name] = built
+    if layout == "both":
+        scenes = [("", [("RH", 78.0, False), ("LH", 242.0, True)], (320.0, 250.0))]
+    else:
+        scenes = [(f"-{h}", [(h, 80.0, h == "LH")], (160.0, 250.0)) for h in HANDS]
+    joints = {}
+    site = SITES[int(rng.integers(len(SITES)))]
+    for number, (suffix, placed_hands, (width_mm, height_mm)) in enumerate(scenes, start=1):
+        acq = draw_acquisition(rng, ACQUISITION_PRESETS[preset])
+        spacing = acq.pixel_spacing_mm
+        shape = (int(height_mm / spacing), int(width_mm / spacing))
+        placed, markers, records, features = [], [], [], []
+        for hand_name, x, mirror in placed_hands:
+            wrist_y = min(240.0, 30.0 + 182.0 * person.scale[0])  # a larger hand lies lower: its fingertips fit
+            hand = hands[hand_name].transformed(_pose(rng, x, wrist_y, mirror))
+            placed.append(hand)
+            records += _joint_records(hand_name, hand, patient, spacing)
+            markers += _marker(hand_name[0], x + (45.0 if mirror else -55.0), 12.0)
+            features += [f"{hand_name}:{f}" for f in hand.features]
+        tips = [float(min(b.end[1], b.start[1])) for h in placed for b in h.bones if isinstance(b, Bone)]
+        clinic = draw_clinic(rng, clinic_ranges, (width_mm, height_mm), tips)
+        texture = trabecular_texture(shape, spacing, clinic, rng)
+        paths = path_lengths(placed, markers, shape, spacing, texture)
+        day = index * 3 + number
+        date = f"{(index * 7) % 28 + 1:02d}.{(index % 12) + 1:02d}.2024"
+        text = ("L" if "LH" in suffix else "R" if "RH" in suffix else "R        L", "PA", date, site)
+        signal = exposed_signal(paths, acq, rng, clinic, text)
+        features += [name for name, on in (("burned_in_text", clinic.text), ("grid_lines", clinic.grid is not None),
+                                           ("unsharp_mask", clinic.unsharp is not None)) if on]  # fmt: skip
+        if clinic.collimation_mm[1] > min(tips, default=0.0):
+            features.append("fingertip_cut_off")
+        name = f"{patient_id}{suffix}.dcm"
+        laterality = "B" if len(placed_hands) == 2 else placed_hands[0][0][0]
+        header = {
+            "AccessionNumber": f"A{seed % 1000:03d}{index:06d}{number}",
+            "StudyID": f"{index % 9000 + 1000}",
+            "StudyTime": f"{8 + index % 9:02d}{(index * 7) % 60:02d}{(index * 13) % 60:02d}",
+            "SeriesNumber": number,
+            "InstanceNumber": 1,
+            "PatientSex": person.sex,
+            "PatientAge": person.age_string,
+            "InstitutionName": site,
+            "BurnedInAnnotation": "YES" if clinic.text else "NO",
+        }
+        if rng.random() < realism_film_share(preset):
+            film = scan_film(signal, spacing, rng)
+            write_scanned_film(out / "images" / name, film.jpeg, film.shape, patient_id=patient_id,
+                               uid_seed=f"{seed}/{index}{suffix}/v2", laterality=laterality, day=day,
+                               header=header)  # fmt: skip
+            for record in records:
+                x, y = film.point(record["x"], record["y"])
+                record["x"], record["y"] = round(float(x), 1), round(float(y), 1)
+            shape, features = film.shape, [*features, "scanned_film"]
+        else:
+            write_radiograph(out / "images" / name, quantise(signal, acq), patient_id=patient_id,
+                             uid_seed=f"{seed}/{index}{suffix}/v2", modality=acq.modality,
+                             photometric=acq.photometric, bits_stored=acq.bits_stored, pixel_spacing_mm=spacing,
+                             laterality=laterality, day=day, header=header)  # fmt: skip
+        joints[f"images/{name}"] = {
+            "pixel_spacing_mm": round(spacing, 5),
+            "rows": shape[0],
+            "columns": shape[1],
+            "joints": records,
+            "features": features,
+            "person": {"sex": person.sex, "age": round(person.age, 1)},
+        }
+    return PatientFiles(_label_row(patient_id, consensus(read)), joints, _label_row(patient_id, truth), readers)
+
+
+def realism_film_share(preset: str) -> float:
+    """Share of images that are scanned films (more at the unseen-acquisition sites)."""
+    return 0.08 if preset == "default" else 0.2
+
+
+def _work(args: tuple) -> PatientFiles:
+    out, seed, index, layout, preset, realism, features, clinic = args
+    if realism == 1:
+        return PatientFiles(*make_patient(out, seed, index, layout, preset))
+    return make_patient_v2(out, seed, index, layout, preset, features, clinic)
 
 
 def generate(
@@ -198,29 +351,45 @@ def generate(
     preset: str = "default",
     workers: int | None = None,
     progress: Callable[[Iterator], Iterator] = lambda it: it,
+    realism: int = 2,
+    features: Realism | None = None,
+    clinic: ClinicRanges | None = None,
 ) -> Path:
-    """Write ``n`` phantom patients to ``out``; returns the path of ``labels.csv``."""
+    """Write ``n`` phantom patients to ``out``; returns the path of ``labels.csv``. ``features`` and
+    ``clinic`` change the shares version 2 draws with (tests ask for hardware on every hand, say)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
     if preset not in ACQUISITION_PRESETS:
         raise ValueError(f"acquisition preset must be one of {tuple(ACQUISITION_PRESETS)}")
+    if realism not in REALISMS:
+        raise ValueError(f"realism must be one of {REALISMS}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    jobs = [(out, seed, i, layout, preset) for i in range(n)]
+    features, clinic = features or Realism(), clinic or ClinicRanges()
+    jobs = [(out, seed, i, layout, preset, realism, features, clinic) for i in range(n)]
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     if workers == 1:
         results = list(progress(map(_work, jobs)))
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = list(progress(pool.map(_work, jobs, chunksize=4)))
-    labels = out / "labels.csv"
-    with (out / "labels.csv.partial").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS)
-        writer.writeheader()
-        writer.writerows(row for row, _ in results)
-    (out / "labels.csv.partial").replace(labels)
-    joints = {name: record for _, per_file in results for name, record in per_file.items()}
+    _write_table(out / "labels.csv", LABEL_COLUMNS, [r.labels for r in results])
+    if realism > 1:
+        _write_table(out / "truth.csv", LABEL_COLUMNS, [r.truth for r in results])
+        _write_table(out / "readers.csv", READER_COLUMNS, [row for r in results for row in r.readers])
+    joints = {name: record for r in results for name, record in r.joints.items()}
     atomic_write_text(out / "joints.json", json.dumps(joints))
     meta = {"generator": "svdh-train phantom", "n": n, "seed": seed, "layout": layout, "acquisition": preset}
+    if realism > 1:
+        meta["realism"] = realism
     (out / "phantom.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return labels
+    return out / "labels.csv"
+
+
+def _write_table(path: Path, columns: list[str], rows: list[dict]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(path)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .anatomy import Hand
 from .shapes import Tube
+
+if TYPE_CHECKING:
+    from .clinic import Clinic
 
 ATTENUATION = 0.22  # per unit of density-weighted path length
 
@@ -37,8 +41,15 @@ def _window(bounds: tuple[float, float, float, float], spacing: float, shape: tu
     return (slice(r0, r1), slice(c0, c1)), x[None, :], y[:, None]
 
 
-def path_lengths(hands: list[Hand], markers: list[Tube], shape: tuple[int, int], spacing: float) -> np.ndarray:
-    """Density-weighted path length per pixel: soft tissue, bone (minus erosions), metal."""
+def path_lengths(
+    hands: list[Hand],
+    markers: list[Tube],
+    shape: tuple[int, int],
+    spacing: float,
+    texture: np.ndarray | None = None,
+) -> np.ndarray:
+    """Density-weighted path length per pixel: soft tissue, bone (minus erosions; times ``texture``, the
+    trabecular pattern, when given), metal."""
     soft = np.zeros(shape, np.float32)
     bone = np.zeros(shape, np.float32)
     keep = np.ones(shape, np.float32)
@@ -64,6 +75,8 @@ def path_lengths(hands: list[Hand], markers: list[Tube], shape: tuple[int, int],
         if (w := _window(stroke.bounds(), spacing, shape)) is not None:
             region, x, y = w
             dense[region] = np.maximum(dense[region], stroke.thickness(x, y))
+    if texture is not None:
+        keep *= texture
     return soft + bone * keep + dense
 
 
@@ -85,16 +98,50 @@ def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return out
 
 
-def expose(paths: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
-    """Attenuate, blur, add quantum noise, log-transform and quantise to stored values."""
+def expose(
+    paths: np.ndarray,
+    acq: Acquisition,
+    rng: np.random.Generator,
+    clinic: Clinic | None = None,
+    text: tuple[str, ...] = (),
+) -> np.ndarray:
+    """Attenuate, blur, add quantum noise, log-transform and quantise to stored values; with ``clinic``
+    (version 2), also scatter, the collimator, grid lines, unsharp masking, a look-up table and ``text``."""
+    return quantise(exposed_signal(paths, acq, rng, clinic, text), acq)
+
+
+def exposed_signal(
+    paths: np.ndarray,
+    acq: Acquisition,
+    rng: np.random.Generator,
+    clinic: Clinic | None = None,
+    text: tuple[str, ...] = (),
+) -> np.ndarray:
+    """The processed 0-1 signal, bone bright, before it is stored."""
+    from . import clinic as room
+
     rows, cols = paths.shape
+    spacing = acq.pixel_spacing_mm
     heel = 1.0 + acq.heel * (np.linspace(-0.5, 0.5, rows, dtype=np.float32)[:, None])
     intensity = np.exp(-ATTENUATION * paths) * heel
-    intensity = gaussian_blur(intensity.astype(np.float32), acq.blur_mm / acq.pixel_spacing_mm)
+    if clinic is not None:
+        intensity = room.before_detector(intensity, spacing, clinic)
+    intensity = gaussian_blur(intensity.astype(np.float32), acq.blur_mm / spacing)
+    if clinic is not None:
+        intensity = room.grid_lines(intensity, clinic)
     counts = intensity * acq.dose
     counts = counts + np.sqrt(np.maximum(counts, 1.0)) * rng.standard_normal(counts.shape, dtype=np.float32)
     signal = -np.log(np.maximum(counts, 1.0) / (acq.dose * 1.15))  # air ~ 0.14, bone up to ~3
     signal = np.clip(signal / 3.2, 0.0, 1.0) ** acq.gamma
+    if clinic is not None:
+        signal = room.processing(signal, spacing, clinic)
+        if clinic.text and text:
+            signal = room.burn_in_text(signal, spacing, list(text), rng)
+    return signal
+
+
+def quantise(signal: np.ndarray, acq: Acquisition) -> np.ndarray:
+    """Stored values of a 0-1 signal (inverted for MONOCHROME1)."""
     maxval = (1 << acq.bits_stored) - 1
     stored = np.round(signal * maxval)
     if acq.photometric == "MONOCHROME1":
