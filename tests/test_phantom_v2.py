@@ -221,3 +221,23 @@ def test_a_fused_carpus_is_scored_at_the_maximum(tmp_path: Path) -> None:
                     top = 4 if "_J__" in column else 5
                     assert int(truth[patient][column]) == top
     assert fused > 0
+
+
+def test_evaluate_sets_the_model_beside_the_readers(realistic: Path, bundle: Path, tmp_path: Path) -> None:
+    from svdh_trainer.evaluate import evaluate_bundle
+    from svdh_trainer.metrics import icc_agreement
+
+    metrics = evaluate_bundle(bundle, realistic, bootstrap=50, report_dir=tmp_path / "report")
+    rows = {row["pair"]: row for row in metrics["agreement"]}
+    assert {"model vs readers' mean", "model vs reader A", "reader A vs reader B", "model vs exact grades",
+            "reader A vs exact grades", "readers' mean vs exact grades"} <= set(rows)  # fmt: skip
+    readers = _rows(realistic / "readers.csv")
+    a = np.array([float(r["Overall_Tol"]) for r in readers if r["Reader"] == "A"])
+    b = np.array([float(r["Overall_Tol"]) for r in readers if r["Reader"] == "B"])
+    n = metrics["n"]
+    assert rows["reader A vs reader B"]["n"] == n == len(a) - metrics["rejected"] - metrics["failures"]
+    if n == len(a):  # every image scored: the table's figures are the readers' own
+        assert rows["reader A vs reader B"]["rmse"] == pytest.approx(np.sqrt(np.mean((a - b) ** 2)), abs=1e-3)
+        assert rows["reader A vs reader B"]["icc"] == pytest.approx(icc_agreement(np.c_[a, b]), abs=1e-4)
+    assert 0.0 <= rows["reader A vs reader B"]["area_kappa"] <= 1.0
+    assert "## The model beside the readers" in (tmp_path / "report" / "report.md").read_text()

@@ -15,6 +15,7 @@ from svdh_runtime.manifest import MANIFEST_NAME, Preprocessing
 from svdh_runtime.preprocess import cam_peak
 from svdh_runtime.scoring import Scorer, ScoreResult
 
+from .agreement import agreement_table
 from .datasets import read_dataset
 from .metrics import evaluate_predictions
 
@@ -28,7 +29,8 @@ def evaluate_bundle(
 ) -> dict:
     """Score every image of ``data`` with the bundle; return metrics over the scored images.
 
-    Unreadable images count as ``failures``, images the input gate turned away as ``rejected``.
+    Unreadable images count as ``failures``, images the input gate turned away as ``rejected``. Where the
+    folder holds each reader's grades (``readers.csv``), ``agreement`` sets the model beside the readers.
 
     With ``report_dir``, also write a Markdown report with a scatter plot and a confusion matrix.
     """
@@ -37,7 +39,7 @@ def evaluate_bundle(
     data = Path(data)
     samples = read_dataset(data)
     joints = _joint_sites(data) if data.is_dir() else {}
-    preds, truths, classes, hits, failures, rejected = [], [], [], [], 0, 0
+    preds, truths, classes, hits, failures, rejected, scored = [], [], [], [], 0, 0, []
     for sample in progress(samples):
         result = scorer.score_file(sample.path)
         if result.status != "ok":
@@ -45,6 +47,7 @@ def evaluate_bundle(
             failures += result.status != "rejected"
             continue
         preds.append(result.prediction.score)
+        scored.append(sample)
         classes.append(result.prediction.severity_index)
         truths.append(sample.score)
         damaged = [j for j in joints.get(sample.path.relative_to(data).as_posix(), []) if j["grade"] > 0]
@@ -59,6 +62,9 @@ def evaluate_bundle(
     )
     metrics["failures"] = failures
     metrics["rejected"] = rejected
+    agreement = agreement_table(data, scored, preds, bootstrap) if data.is_dir() else []
+    if agreement:
+        metrics["agreement"] = agreement
     if hits:
         metrics["cam_pointing_game"] = {"images": len(hits), "hit_rate": round(float(np.mean(hits)), 4)}
     if report_dir is not None:

@@ -80,6 +80,10 @@ def write_report(
         lines.append(
             f"| heatmap pointing game (peak on a damaged joint) | {game['hit_rate']} ({game['images']} images) | |"
         )
+    if metrics.get("agreement"):
+        from .agreement import agreement_markdown
+
+        lines += ["", "## The model beside the readers (the same images)", "", agreement_markdown(metrics["agreement"])]
     lines += [
         "",
         "![predicted vs true](scatter.png)",
