@@ -32,6 +32,7 @@ class ClinicRanges:
     sigmoid_share: float = 0.6
     text_share: float = 0.6
     collimation_margin_mm: tuple[float, float] = (0.0, 14.0)
+    black_shutter_share: float = 0.5  # processing blacks out what the collimator kept unexposed
     fingertip_cut_share: float = 0.05
     trabecular_strength: tuple[float, float] = (0.06, 0.16)
 
@@ -46,6 +47,7 @@ class Clinic:
     unsharp: tuple[float, float] | None  # (sigma mm, gain)
     sigmoid: tuple[float, float] | None  # (centre, slope) of the look-up table on the 0-1 signal
     collimation_mm: tuple[float, float, float, float]  # exposed field: left, top, right, bottom (mm)
+    black_shutter: bool
     text: bool
     trabecular_strength: float
 
@@ -68,7 +70,7 @@ def draw_clinic(
         unsharp = (float(rng.uniform(*ranges.unsharp_sigma_mm)), float(rng.uniform(*ranges.unsharp_gain)))
     sigmoid = None
     if rng.random() < ranges.sigmoid_share:
-        sigmoid = (float(rng.uniform(0.4, 0.6)), float(rng.uniform(5.0, 9.0)))
+        sigmoid = (float(rng.uniform(0.3, 0.45)), float(rng.uniform(4.0, 7.0)))  # soft tissue stays visible
     return Clinic(
         scatter_to_primary=float(rng.uniform(*ranges.scatter_to_primary)),
         scatter_sigma_mm=float(rng.uniform(*ranges.scatter_sigma_mm)),
@@ -76,6 +78,7 @@ def draw_clinic(
         unsharp=unsharp,
         sigmoid=sigmoid,
         collimation_mm=(left, top, width - right, height - bottom),
+        black_shutter=bool(rng.random() < ranges.black_shutter_share),
         text=bool(rng.random() < ranges.text_share),
         trabecular_strength=float(rng.uniform(*ranges.trabecular_strength)),
     )
@@ -114,11 +117,15 @@ def trabecular_texture(
 def before_detector(intensity: np.ndarray, spacing_mm: float, clinic: Clinic) -> np.ndarray:
     """Scatter and the collimator's shadow."""
     scatter = blur_large(intensity, clinic.scatter_sigma_mm / spacing_mm) * clinic.scatter_to_primary
-    exposed = np.zeros_like(intensity)
+    return (intensity + scatter) * (0.02 + 0.98 * exposed_field(intensity.shape, spacing_mm, clinic))
+
+
+def exposed_field(shape: tuple[int, int], spacing_mm: float, clinic: Clinic) -> np.ndarray:
+    """1 inside the collimated field, 0 outside, with a penumbra about a millimetre wide."""
+    exposed = np.zeros(shape, np.float32)
     left, top, right, bottom = (int(round(v / spacing_mm)) for v in clinic.collimation_mm)
     exposed[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = 1.0
-    exposed = np.maximum(blur_large(exposed, 1.0 / spacing_mm), 0.0)  # a penumbra about a millimetre wide
-    return (intensity + scatter) * (0.02 + 0.98 * exposed)
+    return np.clip(blur_large(exposed, 1.0 / spacing_mm), 0.0, 1.0)
 
 
 def grid_lines(intensity: np.ndarray, clinic: Clinic) -> np.ndarray:
@@ -141,6 +148,8 @@ def processing(signal: np.ndarray, spacing_mm: float, clinic: Clinic) -> np.ndar
         centre, slope = clinic.sigmoid
         low, high = (1.0 / (1.0 + np.exp(-slope * (v - centre))) for v in (0.0, 1.0))
         signal = (1.0 / (1.0 + np.exp(-slope * (signal - centre))) - low) / (high - low)
+    if clinic.black_shutter:
+        signal = signal * exposed_field(signal.shape, spacing_mm, clinic)
     return signal.astype(np.float32)
 
 
