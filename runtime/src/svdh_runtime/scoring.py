@@ -68,14 +68,16 @@ def interpret(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[Predic
 
 
 def gate(outputs: dict[str, np.ndarray], manifest: Manifest) -> tuple[float, str | None] | None:
-    """The input gate of a one-image batch: (distance, reason to reject or None); None without a gate."""
+    """The input gate of a one-image batch: (distance, reason to reject or None); None without a gate. A graph
+    with the distance but no threshold in its manifest (a gate switched off) gives the distance, never a
+    rejection."""
     threshold = manifest.outputs.ood_threshold
-    if threshold <= 0:
-        return None
     if "ood_distance" not in outputs:
-        raise BackendError("the manifest sets an input gate but the model has no ood_distance output")
+        if threshold > 0:
+            raise BackendError("the manifest sets an input gate but the model has no ood_distance output")
+        return None
     distance = float(outputs["ood_distance"][0])
-    if distance <= threshold:  # also false for NaN: an image the gate cannot measure is not scored
+    if threshold <= 0 or distance <= threshold:  # NaN is never <= : an image the gate cannot measure is refused
         return distance, None
     return distance, (
         f"the image is unlike the hand radiographs the model was trained on "

@@ -63,7 +63,7 @@ def agreement_table(data: Path, samples: list[Sample], predictions: list[float],
     """Rows of pairwise agreement on the scored ``samples`` (``predictions`` in the same order); empty when
     ``data`` has no ``readers.csv``."""
     data = Path(data)
-    if not (data / READERS_NAME).is_file():
+    if not (data / READERS_NAME).is_file() or len(samples) < 2:
         return []
     by_reader = _grades_by_patient(data / READERS_NAME, key="Reader")
     readers = sorted({name.split("\t")[1] for name in by_reader})

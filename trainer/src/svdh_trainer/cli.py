@@ -144,12 +144,25 @@ def evaluate(
     report: Annotated[
         Optional[Path], typer.Option(help="Write report.md, scatter.png and confusion.png into this folder.")
     ] = None,
+    ignore_gate: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-gate",
+            help="Score images the input gate would turn away too (to measure the model itself on shifted data; "
+            "the JSON still counts how many the gate would reject, as gate_would_reject).",
+        ),
+    ] = False,
 ) -> None:
     """Score DATA through the runtime; print score and severity metrics with 95 % bootstrap CIs as JSON."""
     from .evaluate import evaluate_bundle, record_metrics
 
     metrics = evaluate_bundle(
-        model, data, progress=lambda it: _bar(it, desc="evaluate"), bootstrap=bootstrap, report_dir=report
+        model,
+        data,
+        progress=lambda it: _bar(it, desc="evaluate"),
+        bootstrap=bootstrap,
+        report_dir=report,
+        ignore_gate=ignore_gate,
     )
     metrics["data"] = str(data)
     print(json.dumps(metrics, indent=2))

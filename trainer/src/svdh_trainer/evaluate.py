@@ -26,6 +26,7 @@ def evaluate_bundle(
     progress: Callable = lambda it: it,
     bootstrap: int = 1000,
     report_dir: Path | None = None,
+    ignore_gate: bool = False,
 ) -> dict:
     """Score every image of ``data`` with the bundle; return metrics over the scored images.
 
@@ -33,13 +34,18 @@ def evaluate_bundle(
     folder holds each reader's grades (``readers.csv``), ``agreement`` sets the model beside the readers.
 
     With ``report_dir``, also write a Markdown report with a scatter plot and a confusion matrix.
+    ``ignore_gate``: score the images the gate would turn away too (counted as ``gate_would_reject``).
     """
     bundle = load_bundle(bundle_dir)
+    threshold = bundle.manifest.outputs.ood_threshold
+    if ignore_gate:
+        outputs = dataclasses.replace(bundle.manifest.outputs, ood_threshold=0.0)
+        bundle = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, outputs=outputs))
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
     data = Path(data)
     samples = read_dataset(data)
     joints = _joint_sites(data) if data.is_dir() else {}
-    preds, truths, classes, hits, failures, rejected, scored = [], [], [], [], 0, 0, []
+    preds, truths, classes, hits, failures, rejected, scored, beyond_gate = [], [], [], [], 0, 0, [], 0
     for sample in progress(samples):
         result = scorer.score_file(sample.path)
         if result.status != "ok":
@@ -48,6 +54,7 @@ def evaluate_bundle(
             continue
         preds.append(result.prediction.score)
         scored.append(sample)
+        beyond_gate += ignore_gate and threshold > 0 and not (result.ood_distance or 0.0) <= threshold
         classes.append(result.prediction.severity_index)
         truths.append(sample.score)
         damaged = [j for j in joints.get(sample.path.relative_to(data).as_posix(), []) if j["grade"] > 0]
@@ -62,6 +69,8 @@ def evaluate_bundle(
     )
     metrics["failures"] = failures
     metrics["rejected"] = rejected
+    if ignore_gate and threshold > 0:
+        metrics["gate_would_reject"] = int(beyond_gate)
     agreement = agreement_table(data, scored, preds, bootstrap) if data.is_dir() else []
     if agreement:
         metrics["agreement"] = agreement
