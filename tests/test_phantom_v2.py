@@ -16,6 +16,7 @@ from pydicom.fileset import FileSet
 from svdh_runtime.imageio import read_image
 from svdh_trainer.areas import AREAS, HANDS, grade_columns
 from svdh_trainer.phantom.anatomy import Pose, build_hand
+from svdh_trainer.phantom.clinic import ClinicRanges
 from svdh_trainer.phantom.generate import generate
 from svdh_trainer.phantom.morphology import Morphology, Realism
 from svdh_trainer.phantom.readers import READERS, ReaderProfile, read_grade
@@ -187,14 +188,7 @@ def test_version_2_dicom_headers_are_what_a_modality_writes(realistic: Path) -> 
 
 
 def test_scanned_films_keep_their_joints_on_the_scan(tmp_path: Path) -> None:
-    from svdh_trainer.phantom import generate as generator
-
-    real_share = generator.realism_film_share
-    generator.realism_film_share = lambda preset: 1.0
-    try:
-        generate(tmp_path, 2, 3, workers=1)
-    finally:
-        generator.realism_film_share = real_share
+    generate(tmp_path, 2, 3, workers=1, clinic=ClinicRanges(film_share=1.0))
     for name, record in json.loads((tmp_path / "joints.json").read_text()).items():
         ds = pydicom.dcmread(tmp_path / name)
         assert ds.Modality == "RG" and ds.BitsStored == 8 and "PixelSpacing" not in ds

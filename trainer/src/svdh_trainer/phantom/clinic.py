@@ -35,6 +35,11 @@ class ClinicRanges:
     black_shutter_share: float = 0.5  # processing blacks out what the collimator kept unexposed
     fingertip_cut_share: float = 0.05
     trabecular_strength: tuple[float, float] = (0.06, 0.16)
+    film_share: float = 0.08  # images that are scanned films
+
+
+# the unseen-acquisition sites digitise more old films
+CLINIC_PRESETS = {"default": ClinicRanges(), "shifted": ClinicRanges(film_share=0.2)}
 
 
 @dataclass(frozen=True)

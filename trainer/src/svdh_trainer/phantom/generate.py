@@ -27,7 +27,7 @@ from svdh_runtime.files import atomic_write_text
 
 from ..areas import AREAS, HANDS, grade_columns
 from .anatomy import Hand, Pose, add_ring, build_hand
-from .clinic import ClinicRanges, draw_clinic, scan_film, trabecular_texture
+from .clinic import CLINIC_PRESETS, ClinicRanges, draw_clinic, scan_film, trabecular_texture
 from .cohort import draw_person
 from .dicom import write_radiograph, write_scanned_film
 from .grades import PatientGrades, draw_patient
@@ -305,7 +305,7 @@ def make_patient_v2(
             "InstitutionName": site,
             "BurnedInAnnotation": "YES" if clinic.text else "NO",
         }
-        if rng.random() < realism_film_share(preset):
+        if rng.random() < clinic_ranges.film_share:
             film = scan_film(signal, spacing, rng)
             write_scanned_film(out / "images" / name, film.jpeg, film.shape, patient_id=patient_id,
                                uid_seed=f"{seed}/{index}{suffix}/v2", laterality=laterality, day=day,
@@ -330,11 +330,6 @@ def make_patient_v2(
     return PatientFiles(_label_row(patient_id, consensus(read)), joints, _label_row(patient_id, truth), readers)
 
 
-def realism_film_share(preset: str) -> float:
-    """Share of images that are scanned films (more at the unseen-acquisition sites)."""
-    return 0.08 if preset == "default" else 0.2
-
-
 def _work(args: tuple) -> PatientFiles:
     out, seed, index, layout, preset, realism, features, clinic = args
     if realism == 1:
@@ -356,7 +351,8 @@ def generate(
     clinic: ClinicRanges | None = None,
 ) -> Path:
     """Write ``n`` phantom patients to ``out``; returns the path of ``labels.csv``. ``features`` and
-    ``clinic`` change the shares version 2 draws with (tests ask for hardware on every hand, say)."""
+    ``clinic`` change the shares version 2 draws with (tests ask for hardware on every hand, say; the
+    acquisition preset's clinics by default)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
     if preset not in ACQUISITION_PRESETS:
@@ -365,7 +361,7 @@ def generate(
         raise ValueError(f"realism must be one of {REALISMS}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    features, clinic = features or Realism(), clinic or ClinicRanges()
+    features, clinic = features or Realism(), clinic or CLINIC_PRESETS[preset]
     jobs = [(out, seed, i, layout, preset, realism, features, clinic) for i in range(n)]
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     if workers == 1:
