@@ -33,17 +33,8 @@ def write_radiograph(
     """Write ``stored`` (uint16, values within ``bits_stored``) as a single-frame radiograph; ``header``: more
     attributes, or other values (version 2: accession number, time, age, sex, burned-in annotation)."""
     sop_class = DX_FOR_PRESENTATION if modality == "DX" else CR_IMAGE
-    sop_instance = generate_uid(entropy_srcs=[uid_seed, "instance"])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = generate_uid(entropy_srcs=["svdh phantom generator"])
-    meta.ImplementationVersionName = "SVDH_PHANTOM_1"
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    date = (_BASE_DATE + dt.timedelta(days=day % 700)).strftime("%Y%m%d")
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_instance
+    ds = _new_dataset(path, sop_class, ExplicitVRLittleEndian, uid_seed, "SVDH_PHANTOM_1")
+    date = _study_date(day)
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[uid_seed, "frame"])
@@ -112,16 +103,8 @@ def write_scanned_film(
 ) -> None:
     """A film digitised on a scanner: an 8-bit JPEG in a Secondary Capture (modality RG, conversion type DF),
     with no pixel spacing (a scanner knows none of the patient's): what sites import from old films."""
-    meta = FileMetaDataset()
-    sop_instance = generate_uid(entropy_srcs=[uid_seed, "instance"])
-    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
-    meta.ImplementationClassUID = generate_uid(entropy_srcs=["svdh phantom generator"])
-    meta.ImplementationVersionName = "SVDH_PHANTOM_2"
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    date = (_BASE_DATE + dt.timedelta(days=day % 700)).strftime("%Y%m%d")
-    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE, sop_instance
+    ds = _new_dataset(path, SECONDARY_CAPTURE, JPEGBaseline8Bit, uid_seed, "SVDH_PHANTOM_2")
+    date = _study_date(day)
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
@@ -143,6 +126,24 @@ def write_scanned_film(
     for keyword, value in header.items():
         setattr(ds, keyword, value)
     _save(ds, path)
+
+
+def _new_dataset(path: Path, sop_class: str, syntax: str, uid_seed: str, implementation: str) -> FileDataset:
+    """A dataset with its file meta and SOP identity (UIDs derived from ``uid_seed``: reproducible)."""
+    sop_instance = generate_uid(entropy_srcs=[uid_seed, "instance"])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["svdh phantom generator"])
+    meta.ImplementationVersionName = implementation
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_instance
+    return ds
+
+
+def _study_date(day: int) -> str:
+    return (_BASE_DATE + dt.timedelta(days=day % 700)).strftime("%Y%m%d")
 
 
 def _save(ds: FileDataset, path: Path) -> None:
