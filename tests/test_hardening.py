@@ -241,14 +241,14 @@ def test_a_file_that_cannot_be_opened_in_a_folder_is_an_error_not_a_skip(
 
     locked = one_image.parent / "IM0001"  # no extension, as many PACS exports name their files
     shutil.copy(one_image, locked)
-    real_open = open
+    real_open = Path.open
 
-    def deny(path: object, *args: object, **kwargs: object) -> object:  # what a file without read permission does
-        if Path(str(path)) == locked:
+    def deny(path: Path, *args: object, **kwargs: object) -> object:  # what a file without read permission does
+        if path == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(discovery, "open", deny, raising=False)
+    monkeypatch.setattr(Path, "open", deny)
     found = discovery.discover([one_image.parent])
     assert locked in found.images and not found.skipped, "left to the reader, which reports it"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .batch import RESULTS_NAME
 from .errors import InputError
-from .imageio import RADIOGRAPH_MODALITIES, image_kind_of_header
+from .imageio import RADIOGRAPH_MODALITIES, UnreadableFileError, image_kind_of_header
 
 log = logging.getLogger(__name__)
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
@@ -236,14 +236,11 @@ def classify(path: Path) -> Skipped | None:
     if not stat.S_ISREG(info.st_mode):
         return None
     try:
-        with open(path, "rb"):
-            pass
-    except OSError:
-        return None  # unreadable (permissions): an error for this file, whatever its name
-    try:
         kind = image_kind_of_header(path)
+    except UnreadableFileError:
+        return None  # permissions: an error for this file, whatever its name
     except InputError:
-        kind = None  # empty or unreadable: judged by its name; an image's name leaves it to the reader
+        kind = None  # empty: judged by its name; an image's name leaves it to the reader
     suffix = path.suffix.lower()
     if kind == "dicom":
         return _classify_dicom(path)

@@ -91,6 +91,10 @@ def read_image(path: Path, include_phi: bool = False, needed: tuple[int, int] | 
     raise InputError(f"{path}: not a {ACCEPTED_FORMATS} file")
 
 
+class UnreadableFileError(InputError):
+    """A file that exists but cannot be opened or read (permissions, I/O error)."""
+
+
 def image_kind_of_header(path: Path) -> str | None:
     """The kind of image a file's first bytes announce ("dicom", "png", "jpeg", "tiff", "webp"), else None.
 
@@ -102,7 +106,7 @@ def image_kind_of_header(path: Path) -> str | None:
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise UnreadableFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(info.st_mode):
         raise InputError(f"{path}: is a directory, expected an image file")
     if not stat.S_ISREG(info.st_mode):
@@ -111,7 +115,7 @@ def image_kind_of_header(path: Path) -> str | None:
         with path.open("rb") as handle:
             head = handle.read(132)
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise UnreadableFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not head:
         raise InputError(f"{path}: file is empty")
     if head[128:132] == b"DICM":
@@ -242,6 +246,7 @@ def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = 
         raise InputError(f"{path}: multi-frame image ({frames} frames); expected one radiograph")
     if not (0 < rows <= MAX_SIDE and 0 < columns <= MAX_SIDE) or rows * columns > MAX_PIXELS:
         raise InputError(f"{path}: image size {columns}x{rows} is outside the accepted range")
+    shown_uid = _shown_uid(ds)
     log.debug(
         "%s: DICOM %s, %dx%d, %s, %s bits stored, modality %s, SOP Instance UID %s",
         path,
@@ -251,7 +256,7 @@ def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = 
         photometric,
         ds.get("BitsStored", "?"),
         modality,
-        _shown_uid(ds),
+        shown_uid,
     )
     image, reduction = decoded_pixels(ds, path, needed)
     expected = (-(-rows // 2**reduction), -(-columns // 2**reduction))
@@ -262,7 +267,7 @@ def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = 
             format="dicom",
             rows=rows,
             columns=columns,
-            sop_instance_uid=None if _shown_uid(ds) == INVALID_UID else _shown_uid(ds),
+            sop_instance_uid=shown_uid if shown_uid != INVALID_UID else None,
             modality=modality,
             photometric=photometric,
             pixel_spacing_mm=_pixel_spacing(ds),

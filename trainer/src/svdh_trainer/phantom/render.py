@@ -98,16 +98,9 @@ def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return out
 
 
-def expose(
-    paths: np.ndarray,
-    acq: Acquisition,
-    rng: np.random.Generator,
-    clinic: Clinic | None = None,
-    text: tuple[str, ...] = (),
-) -> np.ndarray:
-    """Attenuate, blur, add quantum noise, log-transform and quantise to stored values; with ``clinic``
-    (version 2), also scatter, the collimator, grid lines, unsharp masking, a look-up table and ``text``."""
-    return quantise(exposed_signal(paths, acq, rng, clinic, text), acq)
+def expose(paths: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
+    """Attenuate, blur, add quantum noise, log-transform and quantise to stored values (version 1)."""
+    return quantise(exposed_signal(paths, acq, rng), acq)
 
 
 def exposed_signal(
@@ -117,7 +110,8 @@ def exposed_signal(
     clinic: Clinic | None = None,
     text: tuple[str, ...] = (),
 ) -> np.ndarray:
-    """The processed 0-1 signal, bone bright, before it is stored."""
+    """The processed 0-1 signal, bone bright, before it is stored; with ``clinic`` (version 2), also scatter,
+    the collimator, grid lines, unsharp masking, a look-up table and ``text``."""
     from . import clinic as room
 
     rows, cols = paths.shape
