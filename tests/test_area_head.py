@@ -11,8 +11,8 @@ import torch
 
 from conftest import TINY_RECIPE, run_cli
 from svdh_exporter.model import ModelSpec, SvdhNet
+from svdh_runtime.areas import AREAS, grade_columns
 from svdh_trainer.area_head import area_loss, area_targets
-from svdh_trainer.areas import AREAS, grade_columns
 from svdh_trainer.datasets import DatasetError, Sample, read_dataset, read_phantom_dir
 from svdh_trainer.finetune import set_trainable
 from svdh_trainer.phantom.generate import generate

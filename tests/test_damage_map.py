@@ -46,7 +46,8 @@ def test_augmentation_moves_the_damage_map_with_the_image() -> None:
     image[:, :, 30:34, 60:64] = 2.0
     companion = torch.zeros(4, 1, 96, 112)
     companion[:, :, 30:34, 60:64] = 1.0
-    moved, moved_map = augment_batch(image, SPEC, torch.Generator().manual_seed(3), companion)
+    augmented = augment_batch(image, SPEC, torch.Generator().manual_seed(3), companion)
+    moved, moved_map = augmented.images, augmented.companion
     for a, b in zip(moved[:, 0], moved_map[:, 0]):
         ya, xa = np.unravel_index(int((a - a.median()).abs().argmax()), a.shape)
         yb, xb = np.unravel_index(int(b.argmax()), b.shape)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from svdh_trainer.areas import AREAS, EROSION_AREAS, NARROWING_AREAS, TOTAL_MAX, grade_columns
+from svdh_runtime.areas import AREAS, EROSION_AREAS, NARROWING_AREAS, TOTAL_MAX, grade_columns
 from svdh_trainer.phantom.anatomy import Pose, build_hand
 from svdh_trainer.phantom.generate import generate
 from svdh_trainer.phantom.grades import draw_patient

@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from pydicom.fileset import FileSet
 
+from svdh_runtime.areas import AREAS, HANDS, grade_columns
 from svdh_runtime.imageio import read_image
-from svdh_trainer.areas import AREAS, HANDS, grade_columns
 from svdh_trainer.phantom.anatomy import Pose, build_hand
 from svdh_trainer.phantom.clinic import ClinicRanges
 from svdh_trainer.phantom.generate import generate

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svdh_runtime.backends.base import GATE_OUTPUT, JOINT_OUTPUTS, OUTPUT_NAMES
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -29,6 +31,7 @@ class ModelSpec:
     score_std: float = 1.0
     output_stride: int = 32  # 16 or 8 dilate the last stage(s): a finer feature map, a sharper CAM
     area_outputs: int = 0  # > 0: an auxiliary head predicting that many per-area grades (training only)
+    joint_head: bool = False  # True: per-hand area grades, joint positions and the hands shown (exported)
 
     def __post_init__(self) -> None:
         if self.output_stride not in (8, 16, 32):
@@ -39,6 +42,8 @@ class ModelSpec:
             raise ValueError("score_std must be > 0")
         if self.area_outputs < 0:
             raise ValueError("area_outputs must be >= 0")
+        if self.joint_head and self.area_outputs:
+            raise ValueError("joint_head replaces the auxiliary area head: set area_outputs = 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +83,59 @@ class MlpScoreHead(nn.Module):
         return value, grad_hidden @ self.fc1.weight
 
 
+@dataclass(frozen=True)
+class JointOutputs:
+    """What the joint head says of a batch."""
+
+    areas: torch.Tensor  # [N, 62] expected grade of each area (grade_columns order), 0..its maximum
+    area_logits: torch.Tensor  # [N, 62] the same before the sigmoid (the training loss uses them)
+    hands: torch.Tensor  # [N, 2] logit that the image shows the patient's left, right hand
+    joints: torch.Tensor  # [N, 62, 2] each area's position (x, y) as fractions of the canvas width and height
+
+
+class JointHead(nn.Module):
+    """Where each joint is and how damaged each of its areas is, per hand.
+
+    A 1x1 convolution gives one map per site (the 22 joints of a hand, times two
+    hands); its spatial softmax is an attention over the feature map. The site's
+    position is the attention-weighted mean of the cell centres (a soft argmax),
+    and each area is graded from the features pooled under its site's attention:
+    ``grade = max_grade * sigmoid(w_area . pooled_site + b_area)``. A linear layer
+    on the globally pooled features says which hands the image shows.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        from svdh_runtime.areas import HANDS, SITES, area_sites, max_grades
+
+        self.locator = nn.Conv2d(features, len(SITES) * len(HANDS), kernel_size=1)
+        columns = len(area_sites())
+        self.grader_weight = nn.Parameter(torch.randn(columns, features) * (features**-0.5))
+        self.grader_bias = nn.Parameter(torch.zeros(columns))
+        self.hands = nn.Linear(features, len(HANDS))
+        self.register_buffer("area_site", torch.tensor(area_sites(), dtype=torch.long), persistent=False)
+        self.register_buffer("max_grade", torch.tensor(max_grades(), dtype=torch.float32), persistent=False)
+
+    def forward(self, maps: torch.Tensor, pooled: torch.Tensor) -> JointOutputs:
+        n, _, height, width = maps.shape
+        attention = torch.softmax(self.locator(maps).flatten(2), dim=-1)  # [N, S, h*w]
+        ys = (torch.arange(height, dtype=maps.dtype, device=maps.device) + 0.5) / height
+        xs = (torch.arange(width, dtype=maps.dtype, device=maps.device) + 0.5) / width
+        grid = torch.stack(
+            [xs[None, :].expand(height, width).reshape(-1), ys[:, None].expand(height, width).reshape(-1)], dim=1
+        )  # [h*w, 2] cell centres (x, y)
+        sites = attention @ grid  # [N, S, 2]
+        site_features = attention @ maps.flatten(2).transpose(1, 2)  # [N, S, C]
+        area_features = site_features.index_select(1, self.area_site)  # [N, 62, C]
+        logits = (area_features * self.grader_weight).sum(dim=-1) + self.grader_bias
+        return JointOutputs(
+            areas=torch.sigmoid(logits) * self.max_grade,
+            area_logits=logits,
+            hands=self.hands(pooled),
+            joints=sites.index_select(1, self.area_site),
+        )
+
+
 class SvdhNet(nn.Module):
     """Backbone -> last-stage feature map -> global average pool -> score and severity logits."""
 
@@ -96,22 +154,27 @@ class SvdhNet(nn.Module):
         self.severity_head = nn.Linear(features, spec.num_classes)
         # Auxiliary per-area grades from the same pooled features: trained jointly, not exported.
         self.area_head = nn.Linear(features, spec.area_outputs) if spec.area_outputs else None
+        self.joint_head = JointHead(features) if spec.joint_head else None
 
     def feature_map(self, image: torch.Tensor) -> torch.Tensor:
         """Output of the last convolutional stage, ``[N, C, h, w]``."""
         return self.backbone.forward_features(image)
 
-    def forward(self, image: torch.Tensor, local: bool = False, areas: bool = False) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, image: torch.Tensor, local: bool = False, areas: bool = False, joints: bool = False
+    ) -> tuple[torch.Tensor | JointOutputs, ...]:
         """Score in points ``[N]`` and severity logits ``[N, K]``, then the extras asked for.
 
         With ``local`` (linear score head only), also the standardised score head
         applied at every location of the feature map ``[N, h, w]``; its mean over
         the locations is the standardised score (before dropout). With ``areas``,
         also the auxiliary head's per-area grades as fractions of each area's
-        maximum ``[N, area_outputs]``.
+        maximum ``[N, area_outputs]``. With ``joints``, also the joint head's
+        :class:`JointOutputs` (on the pooled features before dropout).
         """
         maps = self.feature_map(image)
-        pooled = self.dropout(maps.mean(dim=(2, 3)))
+        clean = maps.mean(dim=(2, 3))
+        pooled = self.dropout(clean)
         outputs = [self.score_head(pooled) * self.spec.score_std + self.spec.score_mean, self.severity_head(pooled)]
         if local:
             if not isinstance(self.score_head, LinearScoreHead):
@@ -122,6 +185,10 @@ class SvdhNet(nn.Module):
             if self.area_head is None:
                 raise ValueError("this network has no per-area head (area_outputs = 0)")
             outputs.append(self.area_head(pooled))
+        if joints:
+            if self.joint_head is None:
+                raise ValueError("this network has no joint head (joint_head = false)")
+            outputs.append(self.joint_head(maps, clean))
         return tuple(outputs)
 
 
@@ -136,7 +203,8 @@ def cam_target_layer(net: SvdhNet) -> nn.Module:
 
 
 def score_cam_and_pooled(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
-    """Score, severity logits, the signed Grad-CAM map of ``scale * score`` and the pooled features, in one pass.
+    """Score, severity logits, the signed Grad-CAM map of ``scale * score``, the pooled features and the
+    feature map, in one pass.
 
     Grad-CAM weights are the spatial mean of d(scale * score) / d feature map.
     Through a global average pool that is scale * (d score / d pooled) / (h * w),
@@ -150,12 +218,23 @@ def score_cam_and_pooled(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) 
     score = value * spec.score_std + spec.score_mean
     weights = grad * (scale * spec.score_std / (maps.shape[2] * maps.shape[3]))
     signed_cam = (weights[:, :, None, None] * maps).sum(dim=1)
-    return score, net.severity_head(pooled), signed_cam, pooled
+    return score, net.severity_head(pooled), signed_cam, pooled, maps
 
 
 def score_and_cam(net: SvdhNet, image: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
     """:func:`score_cam_and_pooled` without the pooled features."""
     return score_cam_and_pooled(net, image, scale)[:3]
+
+
+def graph_output_names(joint_head: bool, gate: bool) -> tuple[str, ...]:
+    """The outputs of an export graph, in order."""
+    return OUTPUT_NAMES + (JOINT_OUTPUTS if joint_head else ()) + ((GATE_OUTPUT,) if gate else ())
+
+
+def exported_joints(joints: JointOutputs, canvas: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """The joint head as a graph returns it: grades, hand probabilities, positions in canvas pixels."""
+    scale = torch.tensor([float(canvas[1]), float(canvas[0])], dtype=joints.joints.dtype)
+    return joints.areas, torch.sigmoid(joints.hands), joints.joints * scale
 
 
 class OodDistance(nn.Module):
@@ -185,20 +264,27 @@ class OodDistance(nn.Module):
 
 
 class CamGraph(nn.Module):
-    """Export wrapper for one network: ``image -> (score, severity_probs, cam)``, cam = ReLU(Grad-CAM)."""
+    """Export wrapper for one network: ``image -> (score, severity_probs, cam[, areas, hands, joints])``,
+    cam = ReLU(Grad-CAM); see :func:`graph_output_names`."""
 
     def __init__(self, net: SvdhNet) -> None:
         super().__init__()
         self.net = net
-        self.ood: OodDistance | None = None  # set by the exporter: a fourth output, ood_distance
+        self.ood: OodDistance | None = None  # set by the exporter: a last output, ood_distance
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return graph_output_names(self.net.joint_head is not None, self.ood is not None)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """The pooled features the distance is computed on, ``[N, C]``."""
         return self.net.feature_map(image).mean(dim=(2, 3))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        score, logits, signed_cam, pooled = score_cam_and_pooled(self.net, image)
+        score, logits, signed_cam, pooled, maps = score_cam_and_pooled(self.net, image)
         outputs = (score, torch.softmax(logits, dim=-1), torch.relu(signed_cam))
+        if self.net.joint_head is not None:
+            outputs += exported_joints(self.net.joint_head(maps, pooled), tuple(image.shape[2:]))
         return outputs if self.ood is None else (*outputs, self.ood(pooled))
 
 
@@ -225,7 +311,8 @@ class EnsembleCamGraph(nn.Module):
     through the combiner is weight_m * d score_m / d map_m, so its map is
     ReLU(sum_c weight_m * mean_grad_c * map_c); the members' maps are resampled
     (bilinear) to the finest member grid and summed. Severity probabilities are the
-    mean of the members' probabilities.
+    mean of the members' probabilities. Members with joint heads (all or none) give
+    the mean of their area grades, hand probabilities and joint positions.
     """
 
     def __init__(
@@ -254,7 +341,15 @@ class EnsembleCamGraph(nn.Module):
             probe = torch.zeros(1, 1, *self.canvas)
             grids = [tuple(net.feature_map(self._member_input(probe, i)).shape[2:]) for i, net in enumerate(nets)]
         self.grid = max(grids, key=lambda g: g[0] * g[1])
-        self.ood: OodDistance | None = None  # set by the exporter: a fourth output, ood_distance
+        heads = {net.joint_head is not None for net in nets}
+        if len(heads) > 1:
+            raise ValueError("either every member of an ensemble has a joint head or none has")
+        self.joint_head = heads.pop()
+        self.ood: OodDistance | None = None  # set by the exporter: a last output, ood_distance
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return graph_output_names(self.joint_head, self.ood is not None)
 
     def _member_input(self, image: torch.Tensor, index: int) -> torch.Tensor:
         if self.input_sizes[index] == self.canvas:
@@ -270,12 +365,14 @@ class EnsembleCamGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         score = torch.full_like(image[:, 0, 0, 0], self.bias)
-        probs, cam, pooled = None, None, []
+        probs, cam, pooled, joints = None, None, [], []
         for index, (net, weight) in enumerate(zip(self.members, self.weights)):
-            member_score, logits, signed_cam, member_pooled = score_cam_and_pooled(
+            member_score, logits, signed_cam, member_pooled, maps = score_cam_and_pooled(
                 net, self._member_input(image, index), weight
             )
             pooled.append(member_pooled)
+            if self.joint_head:
+                joints.append(exported_joints(net.joint_head(maps, member_pooled), self.canvas))
             member_cam = torch.relu(signed_cam)
             if tuple(member_cam.shape[1:]) != self.grid:
                 member_cam = F.interpolate(member_cam[:, None], size=self.grid, mode="bilinear", align_corners=False)[
@@ -286,4 +383,6 @@ class EnsembleCamGraph(nn.Module):
             probs = member_probs if probs is None else probs + member_probs
             cam = member_cam if cam is None else cam + member_cam
         outputs = (score, probs / len(self.members), cam)
+        if joints:
+            outputs += tuple(torch.stack(parts).mean(dim=0) for parts in zip(*joints))
         return outputs if self.ood is None else (*outputs, self.ood(torch.cat(pooled, dim=1)))

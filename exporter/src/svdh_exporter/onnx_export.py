@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from svdh_runtime.backends.base import GATE_OUTPUT
 from svdh_runtime.bundle import MODEL_FILE, sha256_file
 from svdh_runtime.errors import BundleError, SvdhError
 from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec, Preprocessing, SeverityClass
@@ -24,12 +25,12 @@ from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Member, OutputSpec, P
 from . import __version__
 
 OPSET = 18
-OUTPUT_NAMES = ["score", "severity_probs", "cam"]
-GATE_OUTPUT = "ood_distance"
 GATE_TOLERANCE = 1e-3  # relative
 TRACE_BATCH = 2  # a batch of at least 2 keeps the batch axis dynamic
 SCORE_TOLERANCE = 1e-3
 PROBS_TOLERANCE = 1e-4
+AREAS_TOLERANCE = 1e-4  # grade points
+JOINTS_TOLERANCE = 1e-2  # canvas pixels
 MIN_CAM_CORRELATION = 0.9999
 
 
@@ -41,7 +42,7 @@ def export_onnx(graph: Any, example: Any, path: Path, log: Callable[[str], None]
     """Write ``graph`` (a torch module) as ONNX with a dynamic batch axis."""
     import torch
 
-    names = [*OUTPUT_NAMES, GATE_OUTPUT] if getattr(graph, "ood", None) is not None else OUTPUT_NAMES
+    names = list(graph.output_names)
     kwargs = dict(input_names=["image"], output_names=names, opset_version=OPSET)
     try:
         torch.onnx.export(
@@ -69,24 +70,33 @@ def check_against_torch(graph: Any, onnx_bytes: bytes, inputs: np.ndarray) -> di
     backend = OnnxRuntimeBackend(onnx_bytes)
     got = backend.infer(inputs)
     with torch.no_grad():
-        want = [t.numpy() for t in graph(torch.from_numpy(inputs))]
-    score_diff = float(np.abs(got["score"] - want[0]).max())
-    probs_diff = float(np.abs(got["severity_probs"] - want[1]).max())
-    a, b = got["cam"].reshape(len(inputs), -1), want[2].reshape(len(inputs), -1)
+        want = dict(zip(graph.output_names, (t.numpy() for t in graph(torch.from_numpy(inputs)))))
+    missing = sorted(set(want) - set(got))
+    if missing:
+        raise ExportError(f"the exported graph lacks the output(s) {', '.join(missing)}")
+
+    def largest(name: str) -> float:
+        return float(np.abs(got[name] - want[name]).max())
+
+    a, b = got["cam"].reshape(len(inputs), -1), want["cam"].reshape(len(inputs), -1)
     correlations = [1.0 if np.allclose(x, y, atol=1e-6) else float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)]
-    report = {"max_score_diff": score_diff, "max_probs_diff": probs_diff, "min_cam_correlation": min(correlations)}
-    gate_diff = 0.0
-    if len(want) > 3:
-        if GATE_OUTPUT not in got:
-            raise ExportError(f"the exported graph lacks the {GATE_OUTPUT} output")
-        gate_diff = float((np.abs(got[GATE_OUTPUT] - want[3]) / np.maximum(np.abs(want[3]), 1e-6)).max())
-        report["max_gate_relative_diff"] = gate_diff
-    if (
-        score_diff > SCORE_TOLERANCE
-        or probs_diff > PROBS_TOLERANCE
-        or min(correlations) < MIN_CAM_CORRELATION
-        or gate_diff > GATE_TOLERANCE
-    ):
+    report = {
+        "max_score_diff": largest("score"),
+        "max_probs_diff": largest("severity_probs"),
+        "min_cam_correlation": min(correlations),
+    }
+    limits = {"max_score_diff": SCORE_TOLERANCE, "max_probs_diff": PROBS_TOLERANCE}
+    if "areas" in want:
+        report |= {"max_areas_diff": largest("areas"), "max_hands_diff": largest("hands")}
+        report["max_joints_diff"] = largest("joints")
+        limits |= {"max_areas_diff": AREAS_TOLERANCE, "max_hands_diff": PROBS_TOLERANCE}
+        limits["max_joints_diff"] = JOINTS_TOLERANCE
+    if GATE_OUTPUT in want:
+        report["max_gate_relative_diff"] = float(
+            (np.abs(got[GATE_OUTPUT] - want[GATE_OUTPUT]) / np.maximum(np.abs(want[GATE_OUTPUT]), 1e-6)).max()
+        )
+        limits["max_gate_relative_diff"] = GATE_TOLERANCE
+    if any(report[name] > limit for name, limit in limits.items()) or min(correlations) < MIN_CAM_CORRELATION:
         raise ExportError(f"ONNX Runtime does not reproduce the torch model: {report}")
     return report
 
@@ -258,6 +268,7 @@ def export_bundle(
                 cam_method=origin.cam_method,
                 ood_threshold=fitted.threshold if fitted else 0.0,
                 ood_method=fitted.record["method"] if fitted else "",
+                per_area="areas" in origin.graph.output_names,
             ),
             members=origin.members,
             files={MODEL_FILE: sha256_file(model_path)},

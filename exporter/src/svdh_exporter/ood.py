@@ -84,7 +84,7 @@ def features(graph: Any, canvases: np.ndarray, spec: Preprocessing, seed: int, b
     rows = []
     with torch.no_grad():
         for start in range(0, len(canvases), batch):
-            images = augment_batch(torch.from_numpy(canvases[start : start + batch]), spec, generator)
+            images = augment_batch(torch.from_numpy(canvases[start : start + batch]), spec, generator).images
             rows.append(graph.features(images).double().numpy())
     return np.concatenate(rows)
 

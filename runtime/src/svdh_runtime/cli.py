@@ -102,6 +102,15 @@ def run(
             "for file names that hold patient data (DICOM records keep their SOP Instance UID).",
         ),
     ] = False,
+    interval_level: Annotated[
+        float,
+        typer.Option(
+            "--interval-level",
+            min=0.5,
+            max=0.99,
+            help="Level of the score's prediction interval, for bundles calibrated with intervals.",
+        ),
+    ] = 0.9,
     log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
@@ -115,8 +124,9 @@ def run(
     if build_engine and backend == BackendChoice.onnxruntime:
         raise typer.BadParameter("cannot be used with --backend onnxruntime", param_hint="--build-engine")
     options = RunOptions(
-        out, as_json, rescore, backend.value, threads or None, include_phi, dicom_results, build_engine, names
-    )
+        out, as_json, rescore, backend.value, threads or None, include_phi, dicom_results, build_engine, names,
+        interval_level,
+    )  # fmt: skip
     raise typer.Exit(code=_score_all(images, model, options))
 
 
@@ -131,6 +141,7 @@ class RunOptions:
     dicom_results: bool = False
     build_engine: bool = False
     names: InputNames = field(default_factory=InputNames)  # how inputs are named in the output (--no-paths)
+    interval_level: float = 0.9  # level of the score's prediction interval (calibrated bundles)
 
 
 def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
@@ -169,7 +180,7 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     _report_skipped(found.skipped, options, log)
     failures = _report_unreadable(found.unreadable, options, log)
     used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
-    scorer = Scorer(bundle, None, include_phi=options.include_phi)
+    scorer = Scorer(bundle, None, include_phi=options.include_phi, interval_level=options.interval_level)
     with ThreadPoolExecutor(max_workers=2) as readers:  # decode ahead while the model loads and runs
         pending: deque = deque()
         queue = iter(paths)

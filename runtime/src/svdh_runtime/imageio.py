@@ -56,6 +56,7 @@ class ImageMeta:
     photometric: str | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     patient: dict[str, str] | None = None  # only when the caller opted in to patient data
+    laterality: str | None = None  # DICOM (Image) Laterality: "L", "R" or "B" (both); None when not given
 
 
 PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
@@ -271,6 +272,7 @@ def _read_dicom(path: Path, include_phi: bool, needed: tuple[int, int] | None = 
             modality=modality,
             photometric=photometric,
             pixel_spacing_mm=_pixel_spacing(ds),
+            laterality=_laterality(ds),
             patient={k: str(ds.get(k, "") or "") for k in PHI_KEYWORDS} if include_phi else None,
         )
     except Exception as exc:
@@ -356,6 +358,15 @@ def _choose_decoder(ds: pydicom.Dataset, path: Path) -> None:  # noqa: F821
     preferred = _FASTEST_PLUGIN.get(str(syntax))
     if preferred in decoder.available_plugins:
         ds.pixel_array_options(decoding_plugin=preferred)
+
+
+def _laterality(ds: object) -> str | None:
+    """Image Laterality, else the series' Laterality: "L", "R" or "B"; anything else (U, empty) is None."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(getattr(ds, keyword, "") or "").strip().upper()
+        if value in ("L", "R", "B"):
+            return value
+    return None
 
 
 def _pixel_spacing(ds: object) -> tuple[float, float] | None:

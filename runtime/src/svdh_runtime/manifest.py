@@ -113,6 +113,49 @@ def validate_severity_classes(classes: tuple[SeverityClass, ...]) -> None:
         _require(prev.upper == nxt.lower, f"severity classes {prev.name!r} and {nxt.name!r} must be contiguous")
 
 
+DEFAULT_INTERVAL_LEVEL = 0.9
+INTERVAL_TARGETS = ("total", "erosion", "narrowing", "LH", "RH")
+
+
+def check_level(level: float) -> None:
+    """An interval level is a probability strictly between 0 and 1."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be between 0 and 1 (exclusive), found {level:g}")
+
+
+@dataclass(frozen=True)
+class IntervalCalibration:
+    """The calibration of one target's intervals (stored in ``manifest.outputs.intervals``)."""
+
+    target: str  # one of INTERVAL_TARGETS
+    base: float
+    per_point: float
+    per_disagreement: float
+    scores: tuple[float, ...]  # sorted |truth - estimate| / difficulty of the calibration images
+    level: float = DEFAULT_INTERVAL_LEVEL  # the level reported when the user asks for none
+
+    def __post_init__(self) -> None:
+        if self.target not in INTERVAL_TARGETS:
+            raise ValueError(f"interval target must be one of {', '.join(INTERVAL_TARGETS)}, found {self.target!r}")
+        if not self.base > 0 or self.per_point < 0 or self.per_disagreement < 0:
+            raise ValueError("interval difficulty needs base > 0 and non-negative slopes")
+        if len(self.scores) < 10 or any(not math.isfinite(s) or s < 0 for s in self.scores):
+            raise ValueError("interval scores must be at least 10 finite non-negative numbers")
+        if list(self.scores) != sorted(self.scores):
+            raise ValueError("interval scores must be sorted")
+        check_level(self.level)
+
+    def difficulty(self, estimate: float, disagreement: float = 0.0) -> float:
+        return self.base + self.per_point * max(estimate, 0.0) + self.per_disagreement * abs(disagreement)
+
+    def quantile(self, level: float) -> float:
+        """The conformal quantile of the normalised residuals; infinite when the calibration set is too small
+        for the level (n < 1 / (1 - level) - 1)."""
+        check_level(level)
+        rank = math.ceil((len(self.scores) + 1) * level)
+        return math.inf if rank > len(self.scores) else self.scores[rank - 1]
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """What the graph returns: ``score[N]``, ``severity_probs[N, K]``, ``cam[N, h, w]``, optionally ``ood_distance[N]``.
@@ -129,11 +172,20 @@ class OutputSpec:
     cam_method: str = "grad-cam (raw, ReLU of gradient-weighted feature maps; not normalised)"
     ood_threshold: float = 0.0  # 0: the bundle has no input gate
     ood_method: str = ""
+    per_area: bool = False  # True: the graph also returns areas, hands and joints (see backends.base)
+    intervals: tuple[IntervalCalibration, ...] = ()  # conformal interval calibrations (svdh_runtime.intervals)
 
     def __post_init__(self) -> None:
         validate_severity_classes(self.severity_classes)
         _require(self.score_min < self.score_max, "outputs.score_min must be < score_max")
         _require(self.ood_threshold >= 0, "outputs.ood_threshold must be >= 0")
+        targets = [c.target for c in self.intervals]
+        _require(len(set(targets)) == len(targets), "outputs.intervals has a target twice")
+        _require(self.per_area or set(targets) <= {"total"}, "outputs.intervals for subtotals need per-area outputs")
+
+    def interval_for(self, target: str) -> IntervalCalibration | None:
+        """The calibration of ``target``'s intervals, if the bundle has one."""
+        return next((c for c in self.intervals if c.target == target), None)
 
     @property
     def severity_names(self) -> tuple[str, ...]:
@@ -190,6 +242,10 @@ class Manifest:
                 f"invalid manifest: outputs.severity_classes must be a list, found {type(classes).__name__}"
             )
         outputs["severity_classes"] = tuple(_build(SeverityClass, c, "outputs.severity_classes[]") for c in classes)
+        intervals = outputs.get("intervals", [])
+        if not isinstance(intervals, (list, tuple)):
+            raise BundleError(f"invalid manifest: outputs.intervals must be a list, found {type(intervals).__name__}")
+        outputs["intervals"] = tuple(_interval(c) for c in intervals)
         files = _typed(data, "files", dict)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise BundleError("invalid manifest: files must map file names to sha256 strings")
@@ -226,6 +282,12 @@ class Manifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{path}: manifest is not readable JSON ({exc})") from None
         return cls.from_dict(data)
+
+
+def _interval(data: Any) -> IntervalCalibration:
+    if isinstance(data, Mapping) and isinstance(data.get("scores"), list):
+        data = {**data, "scores": tuple(data["scores"])}
+    return _build(IntervalCalibration, data, "outputs.intervals[]")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -26,8 +26,13 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
                 "class": p.severity,
                 "index": p.severity_index,
                 "probabilities": {k: round(v, 5) for k, v in p.probabilities.items()},
+                "probabilities_from": p.probabilities_source,
             },
         )
+        if p.interval is not None:
+            record["score_interval"] = p.interval.to_dict()
+        if p.areas is not None:
+            record.update(per_area_record(result))
     if result.ood_distance is not None:
         record["input_gate"] = {
             "distance": round(result.ood_distance, 4),
@@ -50,6 +55,43 @@ def result_record(result: ScoreResult, bundle: Bundle, backend: str, overlay: st
     return record
 
 
+SCORE_NOTE = (
+    "score is the model's total (its score head); the areas are graded by its joint head, and their sum "
+    "(subtotals.areas_sum) can differ from the score"
+)
+
+
+def per_area_record(result: ScoreResult) -> dict[str, Any]:
+    """The JSON of a joint head's reading: hands, areas, subtotals (with intervals) and joint positions."""
+    p = result.prediction
+    reading = p.areas
+    subtotals = reading.subtotals()
+    rounded: dict[str, Any] = {
+        key: (None if value is None else {k: round(v, 3) for k, v in value.items()})
+        if key in ("LH", "RH")
+        else round(value, 3)
+        for key, value in subtotals.items()
+    }
+    rounded["score_minus_areas_sum"] = round(p.score - subtotals["areas_sum"], 3)
+    if p.subtotal_intervals:
+        rounded["intervals"] = {target: i.to_dict() for target, i in p.subtotal_intervals.items()}
+    hands: dict[str, Any] = {
+        "shown": list(reading.shown),
+        "probabilities": {hand: round(v, 4) for hand, v in reading.hand_probabilities.items()},
+    }
+    laterality = reading.laterality_check(result.meta.laterality if result.meta is not None else None)
+    if laterality is not None:
+        hands["dicom_laterality"] = laterality
+    joints = reading.joints_on_image(result.prepared.box, result.image.full_shape)
+    return {
+        "score_note": SCORE_NOTE,
+        "hands": hands,
+        "areas": {column: None if grade is None else round(grade, 3) for column, grade in reading.grades.items()},
+        "subtotals": rounded,
+        "joints": {column: [round(x, 1), round(y, 1)] for column, (x, y) in joints.items()},
+    }
+
+
 def physical_scale(result: ScoreResult, manifest: Manifest) -> dict[str, Any]:
     """How big the radiograph was drawn on the canvas, against the scale the model was trained at."""
     used = result.prepared.mm_per_pixel
@@ -63,9 +105,13 @@ def physical_scale(result: ScoreResult, manifest: Manifest) -> dict[str, Any]:
 
 
 def caption(result: ScoreResult, manifest: Manifest) -> str:
-    """``SvdH 42.3 / 280, moderate (p=0.81)``."""
+    """``SvdH 42.3 / 280, moderate (p=0.81)``, with the interval when the bundle is calibrated:
+    ``SvdH 42.3 [31.0-55.8, 90%] / 280, moderate (p=0.81)``."""
     p = result.prediction
-    return f"SvdH {p.score:.1f} / {manifest.outputs.score_max:.0f}, {p.severity} (p={p.probabilities[p.severity]:.2f})"
+    shown = f"{p.score:.1f}"
+    if p.interval is not None:
+        shown += f" [{p.interval.low:.1f}-{p.interval.high:.1f}, {p.interval.level:.0%}]"
+    return f"SvdH {shown} / {manifest.outputs.score_max:.0f}, {p.severity} (p={p.probabilities[p.severity]:.2f})"
 
 
 def summary_line(result: ScoreResult, manifest: Manifest) -> str:

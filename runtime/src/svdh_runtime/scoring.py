@@ -14,7 +14,9 @@ from .backends.base import output_shape_problems
 from .bundle import Bundle
 from .errors import BackendError, InputError
 from .imageio import ImageMeta, LoadedImage, read_image
-from .manifest import Manifest
+from .intervals import Interval, interval, severity_probabilities
+from .manifest import DEFAULT_INTERVAL_LEVEL, Manifest, check_level, severity_index
+from .per_area import AreaReading, read_areas
 from .preprocess import Prepared, prepare_loaded
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,14 @@ class Prediction:
 
     score: float  # clamped to the manifest's score range
     score_raw: float  # as the graph returned it
-    severity_index: int
+    severity_index: int  # always the class whose bin holds the score
     severity: str
-    probabilities: dict[str, float]
+    probabilities: dict[str, float]  # of the score's predictive distribution when calibrated, else the head's
     cam: np.ndarray  # float32 [h, w], raw Grad-CAM on the model canvas grid
+    probabilities_source: str = "severity head"  # or "score distribution" (calibrated bundles)
+    areas: AreaReading | None = None  # bundles with a joint head
+    interval: Interval | None = None  # the total's, in calibrated bundles
+    subtotal_intervals: dict[str, Interval] = field(default_factory=dict)  # erosion, narrowing, LH, RH
 
 
 @dataclass
@@ -47,24 +53,58 @@ class ScoreResult:
     ood_distance: float | None = None  # the input gate's distance, when the bundle has one
 
 
-def interpret(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[Prediction]:
-    """Turn raw graph outputs of a batch into predictions."""
-    names = manifest.outputs.severity_names
+def interpret(
+    outputs: dict[str, np.ndarray], manifest: Manifest, level: float = DEFAULT_INTERVAL_LEVEL
+) -> list[Prediction]:
+    """Turn raw graph outputs of a batch into predictions (intervals at ``level``)."""
+    spec = manifest.outputs
+    names = spec.severity_names
+    bounds = (spec.score_min, spec.score_max)
+    total_calibration = spec.interval_for("total")
     predictions = []
-    for score, probs, cam in zip(outputs["score"], outputs["severity_probs"], outputs["cam"]):
-        raw = float(score)
-        index = int(np.argmax(probs))
+    for row, (raw, head_probs, cam) in enumerate(zip(outputs["score"], outputs["severity_probs"], outputs["cam"])):
+        raw = float(raw)
+        score = float(np.clip(raw, *bounds))
+        reading = (
+            read_areas(outputs["areas"][row], outputs["hands"][row], outputs["joints"][row]) if spec.per_area else None
+        )
+        subtotals = reading.subtotals() if reading is not None else {}
+        disagreement = raw - float(subtotals["areas_sum"]) if reading is not None else 0.0
+        index = severity_index(score, spec.severity_classes)
+        probs, source, total_interval = [float(p) for p in head_probs], "severity head", None
+        if total_calibration is not None:
+            probs = severity_probabilities(total_calibration, score, disagreement, spec.severity_classes, bounds)
+            source = "score distribution"
+            total_interval = interval(total_calibration, score, disagreement, level, bounds)
         predictions.append(
             Prediction(
-                score=float(np.clip(raw, manifest.outputs.score_min, manifest.outputs.score_max)),
+                score=score,
                 score_raw=raw,
                 severity_index=index,
                 severity=names[index],
                 probabilities={name: float(p) for name, p in zip(names, probs)},
                 cam=np.asarray(cam, dtype=np.float32),
+                probabilities_source=source,
+                areas=reading,
+                interval=total_interval,
+                subtotal_intervals=_subtotal_intervals(manifest, subtotals, disagreement, level),
             )
         )
     return predictions
+
+
+def _subtotal_intervals(manifest: Manifest, subtotals: dict, disagreement: float, level: float) -> dict[str, Interval]:
+    """Intervals of the erosion and narrowing sums and of each shown hand's total, where calibrated."""
+    intervals = {}
+    for target in ("erosion", "narrowing", "LH", "RH"):
+        calibration = manifest.outputs.interval_for(target)
+        value = subtotals.get(target)
+        if calibration is None or value is None:
+            continue
+        estimate = float(value["total"] if isinstance(value, dict) else value)
+        high = manifest.outputs.score_max if target in ("erosion", "narrowing") else manifest.outputs.score_max / 2
+        intervals[target] = interval(calibration, estimate, disagreement, level, (0.0, high))
+    return intervals
 
 
 def gate(outputs: dict[str, np.ndarray], manifest: Manifest) -> tuple[float, str | None] | None:
@@ -88,11 +128,19 @@ def gate(outputs: dict[str, np.ndarray], manifest: Manifest) -> tuple[float, str
 class Scorer:
     """Scores files one at a time; a bad file gives an ``error`` result, never an exception."""
 
-    def __init__(self, bundle: Bundle, backend: Backend | None, include_phi: bool = False) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend | None,
+        include_phi: bool = False,
+        interval_level: float = DEFAULT_INTERVAL_LEVEL,
+    ) -> None:
         """``backend`` may be set later: reading and preparing need only the bundle."""
+        check_level(interval_level)
         self.bundle = bundle
         self.backend = backend
         self.include_phi = include_phi
+        self.interval_level = interval_level
 
     def score_file(self, path: Path) -> ScoreResult:
         """Read, prepare and score one file."""
@@ -140,7 +188,7 @@ class Scorer:
             if reason is not None:
                 result.status, result.reason = "rejected", f"{result.source}: not scored: {reason}"
                 return result
-        result.prediction = interpret(outputs, self.bundle.manifest)[0]
+        result.prediction = interpret(outputs, self.bundle.manifest, self.interval_level)[0]
         result.status = "ok"
         return result
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .areas import AREAS, HANDS
+from svdh_runtime.areas import AREAS, HANDS
+
 from .datasets import Sample
 from .metrics import icc_agreement, pearson, pooled_area_kappa, rmse
 
 READERS_NAME, TRUTH_NAME = "readers.csv", "truth.csv"
 
 
-def _grades_by_patient(path: Path, key: str | None = None) -> dict[str, dict[str, float]]:
+def grades_by_patient(path: Path, key: str | None = None) -> dict[str, dict[str, float]]:
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     table: dict[str, dict[str, float]] = {}
@@ -65,15 +66,15 @@ def agreement_table(data: Path, samples: list[Sample], predictions: list[float],
     data = Path(data)
     if not (data / READERS_NAME).is_file() or len(samples) < 2:
         return []
-    by_reader = _grades_by_patient(data / READERS_NAME, key="Reader")
+    by_reader = grades_by_patient(data / READERS_NAME, key="Reader")
     readers = sorted({name.split("\t")[1] for name in by_reader})
-    truth = _grades_by_patient(data / TRUTH_NAME) if (data / TRUTH_NAME).is_file() else None
+    truth = grades_by_patient(data / TRUTH_NAME) if (data / TRUTH_NAME).is_file() else None
     model = np.asarray(predictions, float)
     consensus = np.array([s.score for s in samples])
     totals, areas = {}, {}
     for reader in readers:
         grades = [_image_grades(by_reader[f"{s.patient_id}\t{reader}"], _shown(s)) for s in samples]
-        totals[reader], areas[reader] = np.array([g.sum() for g in grades]), np.array(grades)
+        totals[reader], areas[reader] = np.array([g.sum() for g in grades]), grades  # rows of 31 or 62
     rows = [_pair("model vs readers' mean", model, consensus, bootstrap)]
     rows += [_pair(f"model vs reader {r}", model, totals[r], bootstrap) for r in readers]
     tops = np.array([a.max_grade for a in AREAS] * 2)
@@ -89,13 +90,13 @@ def agreement_table(data: Path, samples: list[Sample], predictions: list[float],
         rows.append(_pair("model vs exact grades", model, exact_totals, bootstrap))
         for r in readers:
             row = _pair(f"reader {r} vs exact grades", totals[r], exact_totals, bootstrap)
-            row["area_kappa"] = round(_kappa(areas[r], np.array(exact), samples, tops), 4)
+            row["area_kappa"] = round(_kappa(areas[r], exact, samples, tops), 4)
             rows.append(row)
         rows.append(_pair("readers' mean vs exact grades", consensus, exact_totals, bootstrap))
     return rows
 
 
-def _kappa(left: np.ndarray, right: np.ndarray, samples: list[Sample], tops: np.ndarray) -> float:
+def _kappa(left: list[np.ndarray], right: list[np.ndarray], samples: list[Sample], tops: np.ndarray) -> float:
     """Pooled per-area kappa over images of mixed layouts (one-hand images have half the areas)."""
     width = max(len(row) for row in left)
     pad = lambda rows: np.array([np.pad(r.astype(float), (0, width - len(r)), constant_values=np.nan) for r in rows])  # noqa: E731

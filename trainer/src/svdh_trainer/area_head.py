@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .areas import AREAS, HANDS
+from svdh_runtime.areas import AREAS, HANDS
+
 from .datasets import DatasetError, Sample
 
 MAX_GRADES = np.array([area.max_grade for area in AREAS], np.float32)

@@ -27,7 +27,12 @@ def phantom(
     out: Annotated[Path, typer.Argument(help="Folder to write images/, labels.csv, joints.json.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of phantom patients.")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
-    layout: Annotated[str, typer.Option(help="both: both hands in one image; single: one image per hand.")] = "both",
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="both: both hands in one image; single: one image per hand; mixed: half the patients each way (RA2-DREAM gives one hand per file)."
+        ),
+    ] = "both",
     acquisition: Annotated[str, typer.Option(help="Acquisition preset: default or shifted.")] = "default",
     workers: Annotated[int, typer.Option(min=0, help="Processes (0: all cores).")] = 0,
     realism: Annotated[
@@ -170,6 +175,26 @@ def evaluate(
         if model is None:
             raise typer.BadParameter("--record needs --model", param_hint="--record")
         record_metrics(model, record, metrics)
+
+
+@app.command()
+def calibrate(
+    data: Annotated[
+        Path,
+        typer.Argument(help="Labelled images the model never saw (RA2-DREAM-layout folder or CSV manifest)."),
+    ],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Bundle to calibrate (its manifest is updated).")],
+    level: Annotated[
+        float, typer.Option(min=0.5, max=0.99, help="The interval level the runtime reports by default.")
+    ] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of the split of the patients into the two halves.")] = 0,
+) -> None:
+    """Fit the bundle's conformal prediction intervals (the total, and with per-area outputs the erosion and
+    narrowing sums and each hand's total) on DATA; record them in its manifest."""
+    from .calibrate import calibrate_bundle
+
+    record = calibrate_bundle(model, data, level, seed, progress=lambda it: _bar(it, desc="calibrate"))
+    print(json.dumps(record, indent=2))
 
 
 @app.command("gate-check")

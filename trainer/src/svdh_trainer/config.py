@@ -36,6 +36,7 @@ class ModelConfig:
     dropout: float = 0.2
     output_stride: int = 32  # 16 or 8: dilated last stage(s), finer Grad-CAM at more compute
     init: str = ""  # starting weights: svdh checkpoint folder or timm .safetensors file (empty: random)
+    joint_head: bool = False  # per-hand area grades, joint positions and hands shown (see svdh_trainer.joint_head)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class OptimConfig:
     head_epochs: int = 1  # two_stage: epochs that train the heads only
     layer_decay: float = 0.75  # llrd: learning-rate factor per layer toward the input
     damage_map_weight: float = 0.0  # > 0: also fit the per-location score to a damage density (needs joints.json)
-    area_loss_weight: float = 0.0  # > 0: an auxiliary head also predicts each area's grade (needs per-area grades)
+    area_loss_weight: float = 0.0  # > 0: the areas' grades are learned too (needs per-area grades); with
+    # [model] joint_head by the joint head, per hand, else by an auxiliary head summing the hands
+    landmark_loss_weight: float = 1.0  # joint_head: weight of the joint-location loss (where joints.json exists)
 
     def __post_init__(self) -> None:
         from .finetune import SCHEMES
@@ -66,6 +69,8 @@ class OptimConfig:
             raise ValueError("damage_map_weight must be >= 0")
         if self.area_loss_weight < 0:
             raise ValueError("area_loss_weight must be >= 0")
+        if self.landmark_loss_weight < 0:
+            raise ValueError("landmark_loss_weight must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -12,50 +12,25 @@ Grad-CAM then shows. It needs joint positions (the phantom generator's
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from svdh_runtime.manifest import Preprocessing
-from svdh_runtime.preprocess import placement
 
-from .datasets import DatasetError, Sample
-
-SITES_FILE = "joints.json"
+from .datasets import Sample
+from .joint_positions import canvas_placement, joint_records
 
 
 def damage_points(samples: list[Sample], spec: Preprocessing) -> list[np.ndarray]:
     """Damaged joints of each sample on the model canvas: ``[K, 4]`` rows of (x, y, sigma, grade)."""
-    sites: dict[Path, dict] = {}
     points = []
-    for sample in samples:
-        root = sample.path.parent.parent
-        if root not in sites:
-            path = root / SITES_FILE
-            if not path.is_file():
-                raise DatasetError(f"{root}: damage_map_weight > 0 needs joint positions ({SITES_FILE}), found none")
-            try:
-                sites[root] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DatasetError(f"{path}: unreadable ({exc})") from None
-        record = sites[root].get(sample.path.relative_to(root).as_posix())
-        if record is None:
-            raise DatasetError(f"{sample.path.name}: no joint positions in {root / SITES_FILE}")
-        rows, columns = record["rows"], record["columns"]
-        spacing = record.get("pixel_spacing_mm")
-        height, width, _ = placement((rows, columns), spec, None if spacing is None else (spacing, spacing))
-        top, left = (spec.height - height) // 2, (spec.width - width) // 2
-        scale = height / rows
+    for record in joint_records(samples, required=True):
+        where = canvas_placement(record, spec)
         damaged = [j for j in record["joints"] if j["grade"] > 0]
         points.append(
             np.array(
-                [
-                    [left + j["x"] * width / columns, top + j["y"] * height / rows, j["radius"] * scale, j["grade"]]
-                    for j in damaged
-                ],
+                [[*where.point(j["x"], j["y"]), j["radius"] * where.scale_y, j["grade"]] for j in damaged],
                 dtype=np.float32,
             ).reshape(-1, 4)
         )

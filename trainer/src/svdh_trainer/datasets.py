@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from svdh_runtime.areas import AREAS, HANDS
 from svdh_runtime.errors import InputError
 from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing
 from svdh_runtime.preprocess import prepare_loaded
-
-from .areas import AREAS, HANDS
 
 CACHE_DIR = ".svdh-cache"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,13 +10,16 @@ import numpy as np
 
 from svdh_runtime.backends import create_backend
 from svdh_runtime.bundle import load_bundle
-from svdh_runtime.manifest import MANIFEST_NAME, Preprocessing
+from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Preprocessing
 from svdh_runtime.preprocess import cam_peak
 from svdh_runtime.scoring import Scorer, ScoreResult
 
 from .agreement import agreement_table
+from .area_metrics import area_metrics
 from .datasets import read_dataset
+from .intervals import coverage
 from .metrics import evaluate_predictions
+from .scored_set import ScoredSet, joint_table, score_samples
 
 
 def evaluate_bundle(
@@ -44,14 +46,10 @@ def evaluate_bundle(
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
     data = Path(data)
     samples = read_dataset(data)
-    joints = _joint_sites(data) if data.is_dir() else {}
-    preds, truths, classes, hits, failures, rejected, scored, beyond_gate = [], [], [], [], 0, 0, [], 0
-    for sample in progress(samples):
-        result = scorer.score_file(sample.path)
-        if result.status != "ok":
-            rejected += result.status == "rejected"
-            failures += result.status != "rejected"
-            continue
+    joints = {name: record["joints"] for name, record in joint_table(data).items()}
+    scored_set = score_samples(scorer, samples, progress)
+    preds, truths, classes, hits, scored, beyond_gate = [], [], [], [], [], 0
+    for sample, result in scored_set.scored:
         preds.append(result.prediction.score)
         scored.append(sample)
         beyond_gate += ignore_gate and threshold > 0 and not (result.ood_distance or 0.0) <= threshold
@@ -67,8 +65,8 @@ def evaluate_bundle(
         bundle.manifest.outputs.severity_classes,
         bootstrap=bootstrap,
     )
-    metrics["failures"] = failures
-    metrics["rejected"] = rejected
+    metrics["failures"] = scored_set.failures
+    metrics["rejected"] = scored_set.rejected
     if ignore_gate and threshold > 0:
         metrics["gate_would_reject"] = int(beyond_gate)
     agreement = agreement_table(data, scored, preds, bootstrap) if data.is_dir() else []
@@ -76,6 +74,11 @@ def evaluate_bundle(
         metrics["agreement"] = agreement
     if hits:
         metrics["cam_pointing_game"] = {"images": len(hits), "hit_rate": round(float(np.mean(hits)), 4)}
+    metrics |= _layouts(scored, preds, truths, bundle.manifest.outputs.severity_classes, classes, bootstrap)
+    if bundle.manifest.outputs.per_area:
+        metrics["areas"] = area_metrics(scored_set.area_records(data), bootstrap)
+    if bundle.manifest.outputs.intervals:
+        metrics["intervals"] = interval_coverage(scored_set, bundle.manifest, bootstrap)
     if report_dir is not None:
         from .report import write_report
 
@@ -91,12 +94,40 @@ def evaluate_bundle(
     return metrics
 
 
-def _joint_sites(data: Path) -> dict[str, list[dict]]:
-    """Joint centres per image from a phantom folder's joints.json (empty for other data)."""
-    path = data / "joints.json"
-    if not path.is_file():
+def _layouts(samples: list, preds: list, truths: list, severity_classes: tuple, classes: list, bootstrap: int) -> dict:
+    """The score metrics of one-hand and two-hand images apart, when the set has both."""
+    one_hand = np.array([s.area_grades is not None and not np.isfinite(s.area_grades).all() for s in samples])
+    if not one_hand.any() or one_hand.all():
         return {}
-    return {name: record["joints"] for name, record in json.loads(path.read_text(encoding="utf-8")).items()}
+    layouts = {}
+    for name, keep in (("one_hand", one_hand), ("two_hands", ~one_hand)):
+        layouts[name] = evaluate_predictions(
+            np.array(preds)[keep],
+            np.array(truths)[keep],
+            np.array(classes)[keep],
+            severity_classes,
+            bootstrap=bootstrap,
+        )
+    return {"by_layout": layouts}
+
+
+def interval_coverage(scored_set: ScoredSet, manifest: Manifest, bootstrap: int, seed: int = 0) -> dict:
+    """Coverage and mean width of the bundle's intervals (each calibrated target, at its level)."""
+    result = {}
+    for calibration in manifest.outputs.intervals:
+        data = scored_set.calibration_data(calibration.target)
+        if not len(data.truth):
+            continue
+        top = manifest.outputs.score_max / (2 if calibration.target in ("LH", "RH") else 1)
+        figures = coverage(calibration, data, calibration.level, (0.0, top))
+        if bootstrap and len(data.truth) > 1:
+            rng = np.random.default_rng(seed)
+            inside = np.array(figures.pop("inside"))
+            draws = [inside[rng.integers(0, len(inside), len(inside))].mean() for _ in range(bootstrap)]
+            figures["coverage_ci"] = [round(float(v), 4) for v in np.percentile(draws, [2.5, 97.5])]
+        figures.pop("inside", None)
+        result[calibration.target] = figures
+    return result
 
 
 def _peak_hits(result: ScoreResult, spec: Preprocessing, damaged: list[dict]) -> bool:

@@ -27,6 +27,7 @@ from .damage_map import damage_points, local_target, render_damage
 from .datasets import DatasetError, Sample, load_canvases, patient_split, read_dataset
 from .finetune import parameter_groups, set_trainable
 from .initial_weights import initialise
+from .joint_head import JointTargets, joint_loss, joint_metrics, joint_targets, swap_hands
 from .metrics import evaluate_predictions, severity_labels
 from .training_state import TrainingState, load_training_state, save_training_state
 
@@ -39,14 +40,18 @@ class Split:
     classes: np.ndarray  # [N] int64
     damage: list[np.ndarray] | None = None  # damaged joints on the canvas per image (damage-map training)
     areas: np.ndarray | None = None  # [N, 31] per-area grade fractions (per-area head training, see area_head)
+    joints: JointTargets | None = None  # the joint head's targets ([model] joint_head)
 
 
 def _split(samples: list[Sample], config: TrainConfig, progress: Callable) -> Split:
     damage = damage_points(samples, config.input) if config.train.damage_map_weight > 0 else None
-    areas = area_targets(samples) if config.train.area_loss_weight > 0 else None
+    joint_head = config.model.joint_head
+    areas = area_targets(samples) if config.train.area_loss_weight > 0 and not joint_head else None
+    joints = joint_targets(samples, config.input) if joint_head else None
     canvases = load_canvases(samples, config.input, workers=config.data.workers or None, progress=progress)
     scores = np.array([s.score for s in samples], np.float32)
-    return Split(samples, canvases, scores, severity_labels(scores, config.severity_classes), damage, areas)
+    classes = severity_labels(scores, config.severity_classes)
+    return Split(samples, canvases, scores, classes, damage, areas, joints)
 
 
 def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] | None = None) -> tuple[Split, Split]:
@@ -59,24 +64,38 @@ def prepare_data(config: TrainConfig, progress: Callable, samples: list[Sample] 
     return _split(train_samples, config, progress), _split(val_samples, config, progress)
 
 
-def predict(net: SvdhNet, canvases: np.ndarray, batch_size: int = 32, areas: bool = False) -> tuple[np.ndarray, ...]:
+def predict(
+    net: SvdhNet, canvases: np.ndarray, batch_size: int = 32, areas: bool = False, joints: bool = False
+) -> tuple[np.ndarray, ...]:
     """Scores and severity probabilities of prepared canvases (eval mode, no augmentation).
 
-    With ``areas``, also the per-area head's predictions (the same pass).
+    With ``areas``, also the auxiliary per-area head's predictions; with ``joints``, also the joint head's
+    area grades ``[N, 62]``, hand probabilities ``[N, 2]`` and joint positions ``[N, 62, 2]`` (canvas
+    fractions); all from the same pass.
     """
     device = next(net.parameters()).device
     net.eval()
-    scores, probs, area_values = [], [], []
+    columns: list[list[np.ndarray]] = [[] for _ in range(2 + areas + 3 * joints)]
     with torch.no_grad():
         for start in range(0, len(canvases), batch_size):
             x = torch.from_numpy(canvases[start : start + batch_size].astype(np.float32))[:, None].to(device)
             x = x.contiguous(memory_format=torch.channels_last)
-            s, logits, *extra = net(x, areas=areas)
-            scores.append(s.float().cpu().numpy())
-            probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
-            area_values += [e.float().cpu().numpy() for e in extra]
-    outputs = (np.concatenate(scores), np.concatenate(probs))
-    return (*outputs, np.concatenate(area_values)) if areas else outputs
+            s, logits, *extra = net(x, areas=areas, joints=joints)
+            values = [s, torch.softmax(logits.float(), -1)]
+            if areas:
+                values.append(extra.pop(0))
+            if joints:
+                head = extra.pop(0)
+                values += [head.areas, torch.sigmoid(head.hands), head.joints]
+            for column, value in zip(columns, values):
+                column.append(value.float().cpu().numpy())
+    return tuple(np.concatenate(column) for column in columns)
+
+
+def _joint_batch(targets: JointTargets, index: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The joint head's targets of a batch: area fractions, hands shown, sites."""
+    batch = targets.take(index)
+    return tuple(torch.from_numpy(t) for t in (batch.areas, batch.shown, batch.sites))
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,7 @@ def fit(
         score_std=float(max(train.scores.std(), 1.0)),
         output_stride=config.model.output_stride,
         area_outputs=train.areas.shape[1] if train.areas is not None else 0,
+        joint_head=config.model.joint_head,
     )
     net = SvdhNet(spec)
     state = None
@@ -223,15 +243,21 @@ def fit(
             idx = order[step * opt.batch_size : (step + 1) * opt.batch_size]
             x = torch.from_numpy(train.canvases[idx].astype(np.float32))[:, None]
             density = render_damage([train.damage[i] for i in idx], config.input) if train.damage else None
-            if opt.augment and density is not None:
-                x, density = augment_batch(x, config.input, augment_rng, density)
-            elif opt.augment:
-                x = augment_batch(x, config.input, augment_rng)
+            joint_batch = _joint_batch(train.joints, idx) if train.joints is not None else None
+            if opt.augment:
+                moved = augment_batch(
+                    x, config.input, augment_rng, density, None if joint_batch is None else joint_batch[2]
+                )
+                x, density = moved.images, moved.companion
+                if joint_batch is not None:
+                    joint_batch = tuple(swap_hands(t, moved.flipped) for t in (*joint_batch[:2], moved.points))
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             target = torch.from_numpy((train.scores[idx] - spec.score_mean) / spec.score_std).to(device)
             labels = torch.from_numpy(train.classes[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                score, logits, *extra = model(x, local=density is not None, areas=train.areas is not None)
+                score, logits, *extra = model(
+                    x, local=density is not None, areas=train.areas is not None, joints=joint_batch is not None
+                )
                 z = (score - spec.score_mean) / spec.score_std
                 loss = F.smooth_l1_loss(z.float(), target, beta=0.5) + opt.severity_loss_weight * F.cross_entropy(
                     logits.float(), labels
@@ -243,6 +269,14 @@ def fit(
                     loss = loss + opt.damage_map_weight * F.smooth_l1_loss(local.float(), local_z.to(device), beta=0.5)
                 if train.areas is not None:
                     loss = loss + opt.area_loss_weight * area_loss(extra.pop(0), train.areas[idx])
+                if joint_batch is not None:
+                    areas_loss, rest = joint_loss(
+                        extra.pop(0),
+                        *(t.to(device) for t in joint_batch),
+                        (config.input.height, config.input.width),
+                        opt.landmark_loss_weight,
+                    )
+                    loss = loss + opt.area_loss_weight * areas_loss + rest
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)
@@ -258,10 +292,14 @@ def fit(
         if not place.leader:
             _barrier(place)
             continue
-        pred, probs, *area_pred = predict(net, val.canvases, areas=val.areas is not None)
+        pred, probs, *extra_pred = predict(
+            net, val.canvases, areas=val.areas is not None, joints=val.joints is not None
+        )
         metrics = evaluate_predictions(pred, val.scores, probs.argmax(1), config.severity_classes)
-        if area_pred:
-            metrics["area_mae"] = area_mae(area_pred[0], val.areas)
+        if val.areas is not None:
+            metrics["area_mae"] = area_mae(extra_pred.pop(0), val.areas)
+        if val.joints is not None:
+            metrics |= joint_metrics(*extra_pred, val.joints, config.input)
         record = {
             "epoch": epoch,
             "train_loss": round(running / max(seen, 1), 5),

@@ -11,12 +11,14 @@ if TYPE_CHECKING:
     from ..manifest import OutputSpec
 
 OUTPUT_NAMES = ("score", "severity_probs", "cam")
-OPTIONAL_OUTPUTS = ("ood_distance",)  # the input gate, in bundles that have one
+JOINT_OUTPUTS = ("areas", "hands", "joints")  # per-area grades, hands shown, joint positions (per-area bundles)
+GATE_OUTPUT = "ood_distance"  # the input gate, in bundles that have one
+OPTIONAL_OUTPUTS = (*JOINT_OUTPUTS, GATE_OUTPUT)
 
 
 class Backend(Protocol):
-    """Runs a bundle's graph: ``image[N,1,H,W]`` in; ``score``, ``severity_probs``, ``cam`` (and
-    ``ood_distance`` when the graph has it) out."""
+    """Runs a bundle's graph: ``image[N,1,H,W]`` in; ``score``, ``severity_probs``, ``cam`` (and the
+    optional outputs the graph has: ``areas``, ``hands``, ``joints``, ``ood_distance``) out."""
 
     name: str
 
@@ -27,14 +29,25 @@ class Backend(Protocol):
 
 def output_shape_problems(shapes: dict[str, Sequence[object]], spec: OutputSpec) -> list[str]:
     """How the graph's output shapes (batch first; a dimension may be symbolic, i.e. not an int) disagree
-    with the manifest: ``score[N]``, ``severity_probs[N, classes]``, ``cam[N, h, w]``, ``ood_distance[N]``."""
+    with the manifest: ``score[N]``, ``severity_probs[N, classes]``, ``cam[N, h, w]``, ``areas[N, 62]``,
+    ``hands[N, 2]``, ``joints[N, 62, 2]``, ``ood_distance[N]``; and per-area outputs the manifest promises
+    but the graph lacks."""
+    from ..areas import HANDS, grade_columns
+
+    columns = len(grade_columns())
     expected: dict[str, tuple[object, ...]] = {
         "score": (None,),
         "severity_probs": (None, len(spec.severity_classes)),
         "cam": (None, spec.cam_height or None, spec.cam_width or None),
-        "ood_distance": (None,),
+        "areas": (None, columns),
+        "hands": (None, len(HANDS)),
+        "joints": (None, columns, 2),
+        GATE_OUTPUT: (None,),
     }
     problems = []
+    if spec.per_area:
+        problems += [f"the manifest promises per-area output {name}, the model has none" for name in JOINT_OUTPUTS
+                     if name not in shapes]  # fmt: skip
     for name, shape in shapes.items():
         want = expected.get(name)
         if want is None:

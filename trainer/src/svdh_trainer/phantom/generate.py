@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from svdh_runtime.areas import AREAS, HANDS, grade_columns
 from svdh_runtime.files import atomic_write_text
 
-from ..areas import AREAS, HANDS, grade_columns
 from .anatomy import Hand, Pose, add_ring, build_hand
 from .clinic import CLINIC_PRESETS, ClinicRanges, draw_clinic, scan_film, trabecular_texture
 from .cohort import draw_person
@@ -38,7 +38,8 @@ from .shapes import Bone, Tube
 
 LABEL_COLUMNS = ["Patient_ID", "Overall_Tol", "Overall_erosion", "Overall_narrowing", *grade_columns()]
 READER_COLUMNS = ["Patient_ID", "Reader", *LABEL_COLUMNS[1:]]
-LAYOUTS = ("both", "single")
+LAYOUTS = ("both", "single", "mixed")  # mixed: half the patients on one film, half one hand per file
+MIXED_BOTH_SHARE = 0.5
 REALISMS = (1, 2)
 WRIST_NARROWING = ("cmc3", "cmc4", "cmc5", "mna", "capnlun", "radcar")
 CARPAL_EROSION = ("multangular", "navicular", "lunate")
@@ -148,6 +149,18 @@ def _joint_records(hand_name: str, hand: Hand, patient: PatientGrades, spacing: 
     return records
 
 
+def _scenes(layout: str, seed: int, index: int) -> list[tuple[str, list[tuple[str, float, bool]], tuple[float, float]]]:
+    """The films of a patient: (file suffix, [(hand, x mm, mirrored)], field mm). The patient's right hand is
+    on the image's left (radiological convention), thumbs inward; a left hand is a mirrored right hand. A
+    ``mixed`` layout decides per patient from its own stream, so the patient drawn is the same as in the
+    other layouts."""
+    if layout == "mixed":
+        layout = "both" if np.random.default_rng([seed, index, 1]).random() < MIXED_BOTH_SHARE else "single"
+    if layout == "both":
+        return [("", [("RH", 78.0, False), ("LH", 242.0, True)], (320.0, 250.0))]
+    return [(f"-{h}", [(h, 80.0, h == "LH")], (160.0, 250.0)) for h in HANDS]
+
+
 @dataclass
 class PatientFiles:
     """What one patient adds to the dataset's tables."""
@@ -171,13 +184,8 @@ def make_patient(out: Path, seed: int, index: int, layout: str, preset: str) -> 
         "Overall_narrowing": narrowing,
         **patient.columns(),
     }
-    # The patient's right hand is on the image's left (radiological convention), thumbs inward.
-    if layout == "both":
-        scenes = [("", [("RH", 78.0, False), ("LH", 242.0, True)], (320.0, 250.0))]
-    else:
-        scenes = [(f"-{h}", [(h, 80.0, h == "LH")], (160.0, 250.0)) for h in HANDS]
     joints = {}
-    for suffix, hands, (width_mm, height_mm) in scenes:
+    for suffix, hands, (width_mm, height_mm) in _scenes(layout, seed, index):
         acq = draw_acquisition(rng, ACQUISITION_PRESETS[preset])
         spacing = acq.pixel_spacing_mm
         shape = (int(height_mm / spacing), int(width_mm / spacing))
@@ -262,13 +270,9 @@ def make_patient_v2(
         if hand_name in fused:
             built.features.append("carpal_ankylosis")
         hands[hand_name] = built
-    if layout == "both":
-        scenes = [("", [("RH", 78.0, False), ("LH", 242.0, True)], (320.0, 250.0))]
-    else:
-        scenes = [(f"-{h}", [(h, 80.0, h == "LH")], (160.0, 250.0)) for h in HANDS]
     joints = {}
     site = SITES[int(rng.integers(len(SITES)))]
-    for number, (suffix, placed_hands, (width_mm, height_mm)) in enumerate(scenes, start=1):
+    for number, (suffix, placed_hands, (width_mm, height_mm)) in enumerate(_scenes(layout, seed, index), start=1):
         acq = draw_acquisition(rng, ACQUISITION_PRESETS[preset])
         spacing = acq.pixel_spacing_mm
         shape = (int(height_mm / spacing), int(width_mm / spacing))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..areas import AREAS, HANDS, Area
+from svdh_runtime.areas import AREAS, HANDS, Area
 
 # Joints that RA damages early and often get higher susceptibility.
 _SUSCEPTIBILITY = {

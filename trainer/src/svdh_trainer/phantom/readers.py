@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..areas import AREAS, HANDS
+from svdh_runtime.areas import AREAS, HANDS
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,23 @@ HAND_MAX = sum(a.max_grade for a in AREAS)  # 140
 TOTAL_MAX = HAND_MAX * len(HANDS)  # 280
 
 
+AREAS_PER_HAND = len(AREAS)  # 31
+# The joints (sites) of one hand that the areas are graded at, in first-use order: an erosion area and a
+# narrowing area of the same joint (mcp_E__2, mcp_J__2) share one site.
+SITES: tuple[str, ...] = tuple(dict.fromkeys(area.joint for area in AREAS))  # 22
+AREA_SITE: tuple[int, ...] = tuple(SITES.index(area.joint) for area in AREAS)  # per area, its site
+
+
 def grade_columns() -> list[str]:
     """Every per-area column of both hands, in RA2-DREAM order (erosion, then narrowing; LH, then RH)."""
     return [area.column(hand) for hand in HANDS for area in AREAS]
+
+
+def max_grades() -> list[int]:
+    """Each column's highest grade, in :func:`grade_columns` order."""
+    return [area.max_grade for _ in HANDS for area in AREAS]
+
+
+def area_sites() -> list[int]:
+    """For each column of :func:`grade_columns`, its site among both hands' sites (LH's, then RH's)."""
+    return [hand * len(SITES) + site for hand in range(len(HANDS)) for site in AREA_SITE]
