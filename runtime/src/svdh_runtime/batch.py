@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .areas import AREAS, HANDS
 from .files import atomic_write_text
 
 RESULTS_NAME = "results.jsonl"
@@ -110,8 +111,11 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
     records = sorted(records, key=lambda r: r["source"])
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["source", "status", "score", "severity", "reason", "overlay", "sop_instance_uid"])
+    writer.writerow(
+        ["source", "status", "score", "severity", "reason", "overlay", "sop_instance_uid", "score_low", "score_high"]
+    )
     for r in records:
+        interval = r.get("score_interval", {})
         writer.writerow(
             [
                 r["source"],
@@ -121,6 +125,8 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
                 r.get("reason", "") or "",
                 r.get("overlay", ""),
                 r.get("sop_instance_uid", ""),
+                interval.get("low", ""),
+                interval.get("high", ""),
             ]
         )
     atomic_write_text(out / SUMMARY_NAME, buffer.getvalue())
@@ -131,10 +137,13 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
             link = html.escape(os.path.relpath(r["overlay"], out))
             picture = f'<a href="{link}"><img src="{link}" width="256" loading="lazy" alt="overlay"></a>'
         score = f"{r['score']:.1f}" if "score" in r else ""
+        if "score_interval" in r:
+            interval = r["score_interval"]
+            score += f"<br><small>{interval['low']:.1f}–{interval['high']:.1f} ({interval['level']:.0%})</small>"
         rows.append(
             f"<tr><td>{html.escape(r['source'])}</td><td>{html.escape(r['status'])}</td><td>{score}</td>"
             f"<td>{html.escape(r.get('severity', {}).get('class', ''))}</td>"
-            f"<td>{html.escape(r.get('reason', '') or '')}</td><td>{picture}</td></tr>"
+            f"<td>{html.escape(r.get('reason', '') or '')}{joint_table_html(r)}</td><td>{picture}</td></tr>"
         )
     scored = sum(r["status"] == "ok" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)
@@ -149,6 +158,33 @@ def write_summary(records: Iterable[dict[str, Any]], out: Path) -> None:
         + "".join(rows)
         + "</table>\n",
     )
+
+
+def joint_table_html(record: dict[str, Any]) -> str:
+    """The per-joint table of a record with per-area grades: each area's grade per hand (a dash for a hand
+    the image does not show), then the subtotals; empty for other records."""
+    areas = record.get("areas")
+    if not areas:
+        return ""
+    rows = []
+    for area in AREAS:
+        cells = "".join(
+            f"<td>{'–' if areas.get(area.column(hand)) is None else format(areas[area.column(hand)], '.1f')}</td>"
+            for hand in HANDS
+        )
+        kind = "erosion" if area.kind == "E" else "narrowing"
+        rows.append(f"<tr><td>{html.escape(area.key)}</td><td>{kind}</td>{cells}</tr>")
+    subtotals = record.get("subtotals", {})
+    hands = "".join(
+        f"<td>{'–' if subtotals.get(hand) is None else format(subtotals[hand]['total'], '.1f')}</td>" for hand in HANDS
+    )
+    rows.append(f"<tr><th colspan=2>hand total</th>{hands}</tr>")
+    summary = (
+        f"per joint: erosion {subtotals.get('erosion', 0):.1f}, narrowing {subtotals.get('narrowing', 0):.1f}, "
+        f"sum of areas {subtotals.get('areas_sum', 0):.1f}"
+    )
+    header = "<tr><th>area</th><th>kind</th>" + "".join(f"<th>{hand}</th>" for hand in HANDS) + "</tr>"
+    return f"<details><summary>{summary}</summary><table>{header}{''.join(rows)}</table></details>"
 
 
 class Progress:

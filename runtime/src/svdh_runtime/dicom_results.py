@@ -1,8 +1,12 @@
 """DICOM results for a scored radiograph, made with highdicom (optional extra ``dicom-results``).
 
 * a Comprehensive 3D SR holding a TID 1500 measurement report: the SvdH total
-  (with the algorithm's name and version) and the severity class, referencing
-  the source instance;
+  (with the algorithm's name and version, and its prediction interval when the
+  bundle is calibrated) and the severity class, referencing the source instance;
+  with a joint head also the erosion and narrowing sums and hand totals, and one
+  planar-ROI group per graded area: its grade, its joint as a point on the
+  source image, and the joint as finding site (SNOMED CT with laterality where
+  DICOM's code tables have the joint, see :mod:`svdh_runtime.anatomy_codes`);
 * a Secondary Capture of the Grad-CAM overlay with the score burned in.
 
 Both join the source's study as new series. svdh's concepts have no standard
@@ -144,15 +148,18 @@ def _make(
     )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("tracking"), identifier="SvdH score"),
-        measurements=[score],
+        measurements=[score, *_interval_measurements(hd, prediction, algorithm)],
         qualitative_evaluations=[severity],
         algorithm_id=algorithm,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
+    groups = [group]
+    if prediction.areas is not None:
+        groups += _per_area_groups(hd, source, prediction, algorithm, uid)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=code("SVDH-XR-HANDS", SCHEME, "Radiography of the hands"),
-        imaging_measurements=[group],
+        imaging_measurements=groups,
     )
     structured_report = hd.sr.Comprehensive3DSR(
         evidence=[source],
@@ -184,6 +191,91 @@ def _make(
     side = str(source.get("ImageLaterality", "") or source.get("Laterality", "") or "")
     secondary_capture.Laterality = side if side in ("L", "R") else ""
     return DicomResults(structured_report, secondary_capture, dropped)
+
+
+def _score(hd: object, value: float, concept: tuple[str, str], algorithm: object, **extra: object) -> object:
+    return hd.sr.Measurement(
+        name=hd.sr.CodedConcept(concept[0], SCHEME, concept[1]),
+        value=float(round(value, 3)),
+        unit=hd.sr.CodedConcept("{score}", "UCUM", "score"),
+        algorithm_id=algorithm,
+        **extra,
+    )
+
+
+def _interval_measurements(hd: object, prediction: Prediction, algorithm: object, target: str = "") -> list:
+    """The limits of a prediction interval (the total's, or a subtotal's ``target``), as two measurements."""
+    interval = prediction.interval if not target else prediction.subtotal_intervals.get(target)
+    if interval is None:
+        return []
+    what = f"{target} " if target else ""
+    level = f"{interval.level:.0%}"
+    return [
+        _score(hd, interval.low, (f"SVDH-{what.strip().upper() or 'HW'}-LOW", f"Lower limit of the {level} "
+               f"prediction interval of the {what}SvdH score"), algorithm),
+        _score(hd, interval.high, (f"SVDH-{what.strip().upper() or 'HW'}-HIGH", f"Upper limit of the {level} "
+               f"prediction interval of the {what}SvdH score"), algorithm),
+    ]  # fmt: skip
+
+
+KIND_CONCEPTS = {
+    "E": ("SVDH-EROSION", "SvdH erosion grade"),
+    "J": ("SVDH-JSN", "SvdH joint space narrowing grade"),
+}
+SUBTOTAL_CONCEPTS = {
+    "areas_sum": ("SVDH-AREAS-SUM", "Sum of the SvdH area grades"),
+    "erosion": ("SVDH-EROSION-SUM", "SvdH erosion score"),
+    "narrowing": ("SVDH-JSN-SUM", "SvdH joint space narrowing score"),
+    "LH": ("SVDH-LH", "SvdH score of the left hand and wrist"),
+    "RH": ("SVDH-RH", "SvdH score of the right hand and wrist"),
+}
+
+
+def _per_area_groups(hd: object, source: object, prediction: Prediction, algorithm: object, uid: object) -> list:
+    """The subtotals' group, then one planar-ROI group per area of the shown hands."""
+    from .anatomy_codes import finding_site
+    from .areas import AREAS
+
+    reading = prediction.areas
+    subtotals = reading.subtotals()
+    measurements = []
+    for key, concept in SUBTOTAL_CONCEPTS.items():
+        value = subtotals.get(key)
+        if value is None:
+            continue
+        measurements.append(_score(hd, value["total"] if isinstance(value, dict) else value, concept, algorithm))
+        measurements += _interval_measurements(hd, prediction, algorithm, key) if key != "areas_sum" else []
+    groups = [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("subtotals"), identifier="SvdH subtotals"),
+            measurements=measurements,
+            algorithm_id=algorithm,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+        )
+    ]
+    positions = reading.joints_image or {}
+    region_source = hd.sr.SourceImageForRegion.from_source_image(source)
+    for hand in reading.shown:
+        for area in AREAS:
+            column = area.column(hand)
+            if column not in positions:
+                continue
+            x, y = positions[column]
+            site = finding_site(hd, area.joint, hand)
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(uid=uid(f"area-{column}"), identifier=column),
+                    referenced_region=hd.sr.ImageRegion(
+                        graphic_type=hd.sr.GraphicTypeValues.POINT,
+                        graphic_data=np.array([[x, y]], dtype=np.float64),
+                        source_image=region_source,
+                    ),
+                    finding_sites=[site],
+                    measurements=[_score(hd, reading.grades[column], KIND_CONCEPTS[area.kind], algorithm)],
+                    algorithm_id=algorithm,
+                )
+            )
+    return groups
 
 
 def write_dataset(dataset: object, path: Path) -> None:

@@ -139,7 +139,8 @@ class IntervalCalibration:
             raise ValueError(f"interval target must be one of {', '.join(INTERVAL_TARGETS)}, found {self.target!r}")
         if not self.base > 0 or self.per_point < 0 or self.per_disagreement < 0:
             raise ValueError("interval difficulty needs base > 0 and non-negative slopes")
-        if len(self.scores) < 10 or any(not math.isfinite(s) or s < 0 for s in self.scores):
+        numbers = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in self.scores)
+        if len(self.scores) < 10 or not numbers or any(not math.isfinite(s) or s < 0 for s in self.scores):
             raise ValueError("interval scores must be at least 10 finite non-negative numbers")
         if list(self.scores) != sorted(self.scores):
             raise ValueError("interval scores must be sorted")

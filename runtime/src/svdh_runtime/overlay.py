@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .areas import AREAS
 from .manifest import Manifest, Preprocessing
 from .preprocess import ContentBox, fit_size, normalise_intensity, resize
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from .scoring import ScoreResult
 
 DISPLAY_LONG_SIDE = 1024
+AREA_BY_KEY = {area.key: area for area in AREAS}
 # Anchor colours of a perceptually ordered heat scale (dark purple -> yellow).
 _ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
 
@@ -55,8 +58,39 @@ def cam_on_content(cam: np.ndarray, spec: Preprocessing, box: ContentBox, height
     return resize(content, height, width, "bilinear")
 
 
+@dataclass(frozen=True)
+class JointLabel:
+    """A label drawn at a joint: its graded areas, e.g. ``E2 J1`` (erosion 2, narrowing 1)."""
+
+    x: float  # source-image pixels
+    y: float
+    text: str
+
+
+def joint_labels(result: ScoreResult) -> list[JointLabel]:
+    """One label per joint with an area graded 1 or more (the expected grade, rounded); none without a joint
+    head."""
+    reading = result.prediction.areas if result.prediction is not None else None
+    if reading is None:
+        return []
+    positions = reading.joints_image or {}
+    by_joint: dict[tuple[str, str], list[str]] = {}
+    where: dict[tuple[str, str], tuple[float, float]] = {}
+    for column, grade in reading.graded.items():
+        shown = int(np.floor(grade + 0.5))
+        if shown < 1:
+            continue
+        hand, key = column.split("_", 1)
+        area = AREA_BY_KEY[key]
+        joint = (hand, area.joint)
+        by_joint.setdefault(joint, []).append(f"{area.kind}{shown}")
+        where.setdefault(joint, positions[column])
+    return [JointLabel(*where[joint], " ".join(sorted(parts))) for joint, parts in by_joint.items()]
+
+
 def render_overlay(result: ScoreResult, manifest: Manifest) -> PIL.Image.Image:  # noqa: F821
-    """The radiograph (greyscale) with the normalised CAM (heat colours) and the score caption."""
+    """The radiograph (greyscale) with the normalised CAM (heat colours), the score caption and, with a joint
+    head, a label at each joint with a graded area."""
     from .report import caption
 
     spec = manifest.preprocessing
@@ -66,13 +100,22 @@ def render_overlay(result: ScoreResult, manifest: Manifest) -> PIL.Image.Image: 
         spec,
         result.prepared.box,
         f"{caption(result, manifest)} - {manifest.name} {manifest.version}",
+        joint_labels(result),
+        result.image.full_shape,
     )
 
 
 def compose_overlay(
-    pixels: np.ndarray, cam: np.ndarray, spec: Preprocessing, box: ContentBox, text: str
+    pixels: np.ndarray,
+    cam: np.ndarray,
+    spec: Preprocessing,
+    box: ContentBox,
+    text: str,
+    labels: list[JointLabel] = (),
+    full_shape: tuple[int, int] | None = None,
 ) -> PIL.Image.Image:  # noqa: F821
-    """Compose the radiograph (greyscale), the normalised CAM (heat colours) and a caption."""
+    """Compose the radiograph (greyscale), the normalised CAM (heat colours), a caption and joint labels
+    (positioned in the ``full_shape`` image's pixels; ``pixels`` may be a reduced decode of it)."""
     from PIL import Image, ImageDraw, ImageFont
 
     display_spec = Preprocessing(height=DISPLAY_LONG_SIDE, width=DISPLAY_LONG_SIDE)
@@ -88,6 +131,15 @@ def compose_overlay(
     left, top, right, bottom = draw.textbbox((10, 10), text, font=font)
     draw.rectangle((left - 6, top - 6, right + 6, bottom + 6), fill=(0, 0, 0))
     draw.text((10, 10), text, fill=(255, 255, 255), font=font)
+    rows, columns = full_shape or pixels.shape
+    small = ImageFont.load_default(size=max(10, width // 80))
+    radius = max(3, width // 200)
+    for label in labels:
+        x, y = label.x * width / columns, label.y * height / rows
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(0, 255, 255), width=2)
+        left, top, right, bottom = draw.textbbox((x + radius + 2, y - radius), label.text, font=small)
+        draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(0, 0, 0))
+        draw.text((x + radius + 2, y - radius), label.text, fill=(0, 255, 255), font=small)
     return picture
 
 

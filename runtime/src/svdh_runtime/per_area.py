@@ -9,6 +9,7 @@ joint positions on the source radiograph.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ class AreaReading:
     hand_probabilities: dict[str, float]  # "LH", "RH" -> probability the image shows it
     shown: tuple[str, ...]  # the hands the model sees
     joints_canvas: dict[str, tuple[float, float]]  # column -> (x, y) on the model canvas, shown hands only
+    joints_image: dict[str, tuple[float, float]] | None = None  # the same on the source image (see placed)
 
     @property
     def graded(self) -> dict[str, float]:
@@ -53,9 +55,10 @@ class AreaReading:
             **per_hand,
         }
 
-    def joints_on_image(self, box: ContentBox, image_shape: tuple[int, int]) -> dict[str, tuple[float, float]]:
-        """Each shown area's joint in source-image pixels (x, y)."""
-        return {column: canvas_to_image(x, y, box, image_shape) for column, (x, y) in self.joints_canvas.items()}
+    def placed(self, box: ContentBox, image_shape: tuple[int, int]) -> AreaReading:
+        """This reading with each shown area's joint in source-image pixels (x, y; full resolution)."""
+        joints = {column: canvas_to_image(x, y, box, image_shape) for column, (x, y) in self.joints_canvas.items()}
+        return dataclasses.replace(self, joints_image=joints)
 
     def laterality_check(self, dicom_laterality: str | None) -> dict[str, object] | None:
         """How the hands seen compare with the DICOM (Image) Laterality; None when the header gives none."""

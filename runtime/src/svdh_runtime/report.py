@@ -82,7 +82,7 @@ def per_area_record(result: ScoreResult) -> dict[str, Any]:
     laterality = reading.laterality_check(result.meta.laterality if result.meta is not None else None)
     if laterality is not None:
         hands["dicom_laterality"] = laterality
-    joints = reading.joints_on_image(result.prepared.box, result.image.full_shape)
+    joints = reading.joints_image or {}
     return {
         "score_note": SCORE_NOTE,
         "hands": hands,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -188,7 +189,11 @@ class Scorer:
             if reason is not None:
                 result.status, result.reason = "rejected", f"{result.source}: not scored: {reason}"
                 return result
-        result.prediction = interpret(outputs, self.bundle.manifest, self.interval_level)[0]
+        prediction = interpret(outputs, self.bundle.manifest, self.interval_level)[0]
+        if prediction.areas is not None:  # joints on the source image, at full resolution
+            placed = prediction.areas.placed(result.prepared.box, result.image.full_shape)
+            prediction = dataclasses.replace(prediction, areas=placed)
+        result.prediction = prediction
         result.status = "ok"
         return result
 

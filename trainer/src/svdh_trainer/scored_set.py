@@ -85,7 +85,7 @@ class ScoredSet:
             reference = np.array(sample.area_grades, float)
             shown = np.isfinite(reference)
             predicted = np.array([np.nan if g is None else g for g in reading.grades.values()], float)
-            joints = reading.joints_on_image(result.prepared.box, result.image.full_shape)
+            joints = reading.joints_image or {}
             joints_predicted = np.array([joints.get(c, (np.nan, np.nan)) for c in COLUMNS], float)
             patient_exact = exact.get(sample.patient_id)
             exact_row = (
