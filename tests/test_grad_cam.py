@@ -43,7 +43,7 @@ def _perturb_heads(net: SvdhNet, seed: int) -> None:
 
 @pytest.mark.parametrize(
     "architecture, head",
-    [("resnet18", "linear"), ("mobilenetv2_050", "mlp"), ("efficientnet_b0", "linear")],
+    [("resnet18", "linear"), ("mobilenetv2_050", "mlp"), ("efficientnet_b0", "linear"), ("regnetx_002", "linear")],
 )
 def test_exported_cam_matches_pytorch_grad_cam(architecture: str, head: str, tmp_path: Path) -> None:
     torch.manual_seed(0)

@@ -235,3 +235,39 @@ def test_structured_report_with_area_groups_passes_dciodvfy(sr_results: tuple) -
     _, _, path = sr_results
     checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     assert "Error" not in checked.stdout + checked.stderr, (checked.stdout + checked.stderr)[-3000:]
+
+
+def test_evaluate_reports_areas_layouts_and_the_score_beside_the_areas(
+    per_area_bundle: Path, mixed: Path, tmp_path: Path
+) -> None:
+    done = run_cli(
+        "svdh-train", "evaluate", str(mixed), "--model", str(per_area_bundle), "--bootstrap", "20",
+        "--report", str(tmp_path / "report"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(done.stdout[done.stdout.index("{") :])
+    samples = read_dataset(mixed)
+    two_hands = sum(not s.path.stem.endswith(("-LH", "-RH")) for s in samples)
+    areas = metrics["areas"]
+    assert areas["images"] == len(samples)
+    assert areas["hands_accuracy"] == pytest.approx(two_hands / len(samples), abs=1e-4)  # it always sees both
+    assert len(areas["per_area"]) == len(AREAS) and "kappa_vs_exact" not in areas  # version-1 phantoms: no truth.csv
+    assert areas["joint_error_median_mm"] > 0 and "mae_vs_reference_ci" in areas
+    assert set(metrics["by_layout"]) == {"one_hand", "two_hands"}
+    assert metrics["by_layout"]["two_hands"]["n"] == two_hands
+    assert metrics["score_vs_areas_sum"]["mean_abs_difference"] > 0
+    report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Areas" in report and "## By layout" in report and "wrist_J__radcar" in report
+
+
+def test_weighted_area_rmse_counts_rare_grades_as_much_as_common_ones() -> None:
+    from svdh_trainer.area_metrics import weighted_area_rmse
+
+    reference = np.zeros((10, 62))
+    reference[0, 0] = 5.0  # one grade-5 erosion among 160 zero erosion grades
+    assert weighted_area_rmse(reference, reference) == 0.0
+    wrong_rare = reference.copy()
+    wrong_rare[0, 0] = 0.0  # the rare grade missed by 5
+    wrong_common = reference.copy()
+    wrong_common[1, 1] = 5.0  # one common zero off by 5
+    assert weighted_area_rmse(wrong_rare, reference) > 5 * weighted_area_rmse(wrong_common, reference)

@@ -195,7 +195,7 @@ class SvdhNet(nn.Module):
 def cam_target_layer(net: SvdhNet) -> nn.Module:
     """The timm module whose output is the last-stage feature map (Grad-CAM's target layer)."""
     backbone = net.backbone
-    for name in ("bn2", "layer4", "norm_pre", "final_conv", "stages"):
+    for name in ("bn2", "layer4", "norm_pre", "final_conv", "stages", "s4"):
         module = getattr(backbone, name, None)
         if module is not None and not isinstance(module, nn.Identity):
             return module

@@ -51,6 +51,25 @@ class TritonOptions:
             raise BundleError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)}")
 
 
+def _joint_outputs(per_area: bool) -> str:
+    """The joint head's outputs (areas, hands, joints), for bundles that have them."""
+    if not per_area:
+        return ""
+    from svdh_runtime.areas import HANDS, grade_columns
+
+    columns = len(grade_columns())
+    shapes = {"areas": f"{columns}", "hands": f"{len(HANDS)}", "joints": f"{columns}, 2"}
+    return "".join(
+        f""",
+  {{
+    name: "{name}"
+    data_type: TYPE_FP32
+    dims: [ {dims} ]
+  }}"""
+        for name, dims in shapes.items()
+    )
+
+
 def config_pbtxt(manifest: Manifest, options: TritonOptions, served_sha256: str | None = None) -> str:
     """The model configuration in protobuf text format."""
     spec, outputs = manifest.preprocessing, manifest.outputs
@@ -82,7 +101,7 @@ output [
     name: "cam"
     data_type: TYPE_FP32
     dims: [ {outputs.cam_height}, {outputs.cam_width} ]
-  }}
+  }}{_joint_outputs(outputs.per_area)}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]

@@ -18,7 +18,7 @@ from .agreement import agreement_table
 from .area_metrics import area_metrics
 from .datasets import read_dataset
 from .intervals import coverage
-from .metrics import evaluate_predictions
+from .metrics import evaluate_predictions, pearson, rmse
 from .scored_set import ScoredSet, joint_table, score_samples
 
 
@@ -76,6 +76,7 @@ def evaluate_bundle(
         metrics["cam_pointing_game"] = {"images": len(hits), "hit_rate": round(float(np.mean(hits)), 4)}
     metrics |= _layouts(scored, preds, truths, bundle.manifest.outputs.severity_classes, classes, bootstrap)
     if bundle.manifest.outputs.per_area:
+        metrics["score_vs_areas_sum"] = _score_and_areas_sum(scored_set)
         metrics["areas"] = area_metrics(scored_set.area_records(data), bootstrap)
     if bundle.manifest.outputs.intervals:
         metrics["intervals"] = interval_coverage(scored_set, bundle.manifest, bootstrap)
@@ -109,6 +110,23 @@ def _layouts(samples: list, preds: list, truths: list, severity_classes: tuple, 
             bootstrap=bootstrap,
         )
     return {"by_layout": layouts}
+
+
+def _score_and_areas_sum(scored_set: ScoredSet) -> dict:
+    """How far the score and the sum of the areas differ, and how good each is, on the scored images."""
+    score = np.array([r.prediction.score for _, r in scored_set.scored])
+    summed = np.array([r.prediction.areas.subtotals()["areas_sum"] for _, r in scored_set.scored])
+    truth = np.array([s.score for s, _ in scored_set.scored])
+    if not len(score):
+        return {}
+    return {
+        "mean_abs_difference": round(float(np.abs(score - summed).mean()), 3),
+        "p95_abs_difference": round(float(np.percentile(np.abs(score - summed), 95)), 3),
+        "score_rmse": round(rmse(score, truth), 3),
+        "areas_sum_rmse": round(rmse(summed, truth), 3),
+        "score_pcc": round(pearson(score, truth), 4),
+        "areas_sum_pcc": round(pearson(summed, truth), 4),
+    }
 
 
 def interval_coverage(scored_set: ScoredSet, manifest: Manifest, bootstrap: int, seed: int = 0) -> dict:

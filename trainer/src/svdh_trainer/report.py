@@ -20,6 +20,78 @@ def _save(figure, path: Path) -> None:  # noqa: ANN001
     plt.close(figure)
 
 
+def _with_ci(figures: dict, key: str, digits: int = 3) -> str:
+    value = figures.get(key)
+    if value is None:
+        return ""
+    ci = figures.get(f"{key}_ci")
+    return f"{value:.{digits}f}" + (f" ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})" if ci else "")
+
+
+def per_area_markdown(metrics: dict) -> list[str]:
+    """Sections for layouts, the score beside the sum of the areas, the areas and the intervals."""
+    lines: list[str] = []
+    layouts = metrics.get("by_layout")
+    if layouts:
+        lines += ["", "## By layout", "", "| images | n | PCC (95 % CI) | RMSE (95 % CI) |", "|---|---|---|---|"]
+        for name, figures in layouts.items():
+            lines.append(
+                f"| {name.replace('_', ' ')} | {figures['n']} | {_with_ci(figures, 'pcc')} | "
+                f"{_with_ci(figures, 'rmse', 2)} |"
+            )
+    both = metrics.get("score_vs_areas_sum")
+    if both:
+        lines += [
+            "",
+            "## The score and the sum of the areas",
+            "",
+            "The score is the model's total (its score head); the joint head grades the areas. On these images:",
+            "",
+            "| | value |",
+            "|---|---|",
+            *(f"| {key.replace('_', ' ')} | {value} |" for key, value in both.items()),
+        ]
+    areas = metrics.get("areas")
+    if areas:
+        rows = [
+            ("per-area MAE vs labels (grade points)", "mae_vs_reference"),
+            ("per-area MAE vs exact grades", "mae_vs_exact"),
+            ("pooled per-area κ vs labels", "kappa_vs_reference"),
+            ("pooled per-area κ vs exact grades", "kappa_vs_exact"),
+            ("weighted per-area RMSE vs labels", "weighted_rmse_vs_reference"),
+            ("weighted per-area RMSE vs exact grades", "weighted_rmse_vs_exact"),
+            ("joint location error, median (mm)", "joint_error_median_mm"),
+            ("joint location error, 90th percentile (mm)", "joint_error_p90_mm"),
+            ("hands seen exactly right", "hands_accuracy"),
+        ]
+        lines += ["", f"## Areas ({areas['images']} images)", "", "| figure | value (95 % CI) |", "|---|---|"]
+        lines += [f"| {label} | {_with_ci(areas, key)} |" for label, key in rows if key in areas]
+        table = areas.get("per_area", [])
+        if table:
+            exact = "mae_vs_exact" in table[0]
+            lines += [
+                "",
+                "| area | kind | MAE | κ |" + (" MAE vs exact |" if exact else "") + " location error (mm) |",
+                "|---|---|---|---|" + ("---|" if exact else "") + "---|",
+            ]
+            for row in table:
+                lines.append(
+                    f"| {row['area']} | {row['kind']} | {row['mae']} | {row['kappa']} |"
+                    + (f" {row['mae_vs_exact']} |" if exact else "")
+                    + f" {row.get('joint_error_median_mm', '')} |"
+                )
+    intervals = metrics.get("intervals")
+    if intervals:
+        lines += ["", "## Prediction intervals", "", "| target | level | n | coverage (95 % CI) | mean width |"]
+        lines.append("|---|---|---|---|---|")
+        for target, figures in intervals.items():
+            lines.append(
+                f"| {target} | {figures['level']:.0%} | {figures['n']} | {_with_ci(figures, 'coverage')} | "
+                f"{figures['mean_width']:.2f} |"
+            )
+    return lines
+
+
 def write_report(
     out: Path,
     pred: np.ndarray,
@@ -84,6 +156,7 @@ def write_report(
         from .agreement import agreement_markdown
 
         lines += ["", "## The model beside the readers (the same images)", "", agreement_markdown(metrics["agreement"])]
+    lines += per_area_markdown(metrics)
     lines += [
         "",
         "![predicted vs true](scatter.png)",

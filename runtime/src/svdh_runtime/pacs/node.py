@@ -327,6 +327,8 @@ class PacsNode:
             "backend": self.backend_name,
             "delivered": {},
         }
+        if prediction.interval is not None:
+            record["score_interval"] = prediction.interval.to_dict()
         self.spool.write_result(key, record)
         self.stats["scored"] += 1
         self.log(f"scored {key}: SvdH {prediction.score:.1f} / 280, {prediction.severity}")
