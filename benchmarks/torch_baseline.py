@@ -23,11 +23,13 @@ def _spec(entry: dict[str, Any], classes: int) -> Any:
         head=model.get("head", "linear"),
         hidden=int(model.get("hidden", 256)),
         output_stride=int(entry.get("output_stride", model.get("output_stride", 32))),
+        joint_head=bool(model.get("joint_head", False)),
     )
 
 
 def torch_graph(manifest: Manifest) -> Any:
-    """``image -> (score, severity_probs, cam)`` in torch for the bundle's architecture (eval mode, FP32, CPU)."""
+    """``image -> (score, severity_probs, cam[, areas, hands, joints])`` in torch for the bundle's architecture
+    (eval mode, FP32, CPU)."""
     from svdh_exporter.model import CamGraph, EnsembleCamGraph, SvdhNet
 
     classes = len(manifest.outputs.severity_classes)

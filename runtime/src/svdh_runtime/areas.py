@@ -57,6 +57,12 @@ TOTAL_MAX = HAND_MAX * len(HANDS)  # 280
 
 
 AREAS_PER_HAND = len(AREAS)  # 31
+# The most each subtotal can be: both hands' erosion (160) and narrowing (120), one hand's total (140).
+SUBTOTAL_MAX = {
+    "erosion": len(HANDS) * sum(a.max_grade for a in EROSION_AREAS),
+    "narrowing": len(HANDS) * sum(a.max_grade for a in NARROWING_AREAS),
+    **{hand: HAND_MAX for hand in HANDS},
+}
 # The joints (sites) of one hand that the areas are graded at, in first-use order: an erosion area and a
 # narrowing area of the same joint (mcp_E__2, mcp_J__2) share one site.
 SITES: tuple[str, ...] = tuple(dict.fromkeys(area.joint for area in AREAS))  # 22

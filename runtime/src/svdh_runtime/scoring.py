@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .areas import SUBTOTAL_MAX
 from .backends import Backend
 from .backends.base import output_shape_problems
 from .bundle import Bundle
@@ -103,8 +104,7 @@ def _subtotal_intervals(manifest: Manifest, subtotals: dict, disagreement: float
         if calibration is None or value is None:
             continue
         estimate = float(value["total"] if isinstance(value, dict) else value)
-        high = manifest.outputs.score_max if target in ("erosion", "narrowing") else manifest.outputs.score_max / 2
-        intervals[target] = interval(calibration, estimate, disagreement, level, (0.0, high))
+        intervals[target] = interval(calibration, estimate, disagreement, level, (0.0, float(SUBTOTAL_MAX[target])))
     return intervals
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdh_runtime.areas import SUBTOTAL_MAX
 from svdh_runtime.backends import create_backend
 from svdh_runtime.bundle import load_bundle
 from svdh_runtime.manifest import MANIFEST_NAME, Manifest, Preprocessing
@@ -136,7 +137,7 @@ def interval_coverage(scored_set: ScoredSet, manifest: Manifest, bootstrap: int,
         data = scored_set.calibration_data(calibration.target)
         if not len(data.truth):
             continue
-        top = manifest.outputs.score_max / (2 if calibration.target in ("LH", "RH") else 1)
+        top = manifest.outputs.score_max if calibration.target == "total" else SUBTOTAL_MAX[calibration.target]
         figures = coverage(calibration, data, calibration.level, (0.0, top))
         if bootstrap and len(data.truth) > 1:
             rng = np.random.default_rng(seed)
