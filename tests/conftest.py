@@ -56,7 +56,9 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from svdh_trainer.phantom.generate import generate
 
     out = tmp_path_factory.mktemp("phantoms")
-    generate(out, 16, 11, workers=1, realism=1)  # the clean phantoms the shipped default bundle was trained on
+    generate(
+        out, 16, 11, workers=1, realism=1
+    )  # clean version-1 phantoms: quick to make, and inside the default bundle's input gate
     return out
 
 

@@ -141,3 +141,17 @@ def test_calibrate_refuses_too_few_images_and_records_what_it_fitted(
     assert record["score_interval"]["low"] <= record["score"] <= record["score_interval"]["high"]
     assert record["severity"]["probabilities_from"] == "score distribution"
     assert set(record["subtotals"]["intervals"]) >= {"erosion", "narrowing"}
+    out = tmp_path / "results"
+    done = run_cli("svdh-run", str(image), "--model", str(target), "--out", str(out), "--dicom-results")
+    assert done.returncode == 0, done.stderr[-2000:]
+    import pydicom
+
+    def codes(item: pydicom.Dataset) -> list[str]:
+        found = []
+        for child in getattr(item, "ContentSequence", []):
+            found += [child.ConceptNameCodeSequence[0].get("CodeValue", ""), *codes(child)]
+        return found
+
+    in_report = codes(pydicom.dcmread(out / f"{image.stem}.sr.dcm"))
+    assert {"SVDH-HW-LOW", "SVDH-HW-HIGH", "SVDH-E-LOW", "SVDH-J-HIGH"} <= set(in_report)
+    assert "" not in in_report  # every code value fits in CodeValue (SH, 16 characters)

@@ -203,19 +203,29 @@ def _score(hd: object, value: float, concept: tuple[str, str], algorithm: object
     )
 
 
+# target -> (code stem, words); code values stay within SH's 16 characters
+INTERVAL_NAMES = {
+    "": ("HW", ""),
+    "erosion": ("E", "erosion "),
+    "narrowing": ("J", "narrowing "),
+    "LH": ("LH", "left hand "),
+    "RH": ("RH", "right hand "),
+}
+
+
 def _interval_measurements(hd: object, prediction: Prediction, algorithm: object, target: str = "") -> list:
-    """The limits of a prediction interval (the total's, or a subtotal's ``target``), as two measurements."""
+    """The limits of a prediction interval (the total's, or a subtotal's ``target``), as two measurements
+    (code meanings stay within DICOM's 64 characters)."""
     interval = prediction.interval if not target else prediction.subtotal_intervals.get(target)
     if interval is None:
         return []
-    what = f"{target} " if target else ""
-    level = f"{interval.level:.0%}"
+    stem, words = INTERVAL_NAMES[target]
+    code = f"SVDH-{stem}"
+    what = f"SvdH {words}score, {interval.level:.0%} interval"
     return [
-        _score(hd, interval.low, (f"SVDH-{what.strip().upper() or 'HW'}-LOW", f"Lower limit of the {level} "
-               f"prediction interval of the {what}SvdH score"), algorithm),
-        _score(hd, interval.high, (f"SVDH-{what.strip().upper() or 'HW'}-HIGH", f"Upper limit of the {level} "
-               f"prediction interval of the {what}SvdH score"), algorithm),
-    ]  # fmt: skip
+        _score(hd, interval.low, (f"{code}-LOW", f"{what}, lower limit"), algorithm),
+        _score(hd, interval.high, (f"{code}-HIGH", f"{what}, upper limit"), algorithm),
+    ]
 
 
 KIND_CONCEPTS = {
