@@ -256,10 +256,19 @@ def test_the_two_readers_agree_as_trained_readers_do() -> None:
     assert 0.85 <= icc <= 0.94 and 0.7 <= kappa <= 0.85, (icc, kappa)  # trials: ICC ~0.9, kappa 0.6-0.8
 
 
-def test_evaluate_can_measure_the_model_beyond_its_input_gate(realistic: Path) -> None:
+def test_evaluate_can_measure_the_model_beyond_its_input_gate(realistic: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from svdh_runtime.bundle import default_bundle_path, load_bundle
+    from svdh_runtime.manifest import MANIFEST_NAME
     from svdh_trainer.evaluate import evaluate_bundle
 
-    gated = evaluate_bundle(None, realistic, bootstrap=0)  # the shipped bundle: its gate turns most away
-    ungated = evaluate_bundle(None, realistic, bootstrap=0, ignore_gate=True)
+    strict = tmp_path / "strict"  # the shipped bundle with a gate so strict that it turns some phantoms away
+    shutil.copytree(default_bundle_path(), strict)
+    manifest = load_bundle(strict).manifest
+    manifest = replace(manifest, outputs=replace(manifest.outputs, ood_threshold=0.95))
+    manifest.write(strict / MANIFEST_NAME)
+    gated = evaluate_bundle(strict, realistic, bootstrap=0)
+    ungated = evaluate_bundle(strict, realistic, bootstrap=0, ignore_gate=True)
     assert gated["rejected"] > 0 and gated["n"] + gated["rejected"] == 8
     assert ungated["n"] == 8 and ungated["rejected"] == 0 and ungated["gate_would_reject"] == gated["rejected"]

@@ -141,8 +141,11 @@ def test_svdh_run_reports_the_scale_it_drew_at(tmp_path: Path) -> None:
     Image.fromarray((stored // 16).astype(np.uint8)).save(png)
     done = run_cli("svdh-run", str(dicom), str(wide), str(png), "--json")
     records = {Path(r["source"]).name: r for r in map(json.loads, done.stdout.splitlines())}
-    canonical = load_bundle(default_bundle_path()).manifest.preprocessing.mm_per_pixel
+    spec = load_bundle(default_bundle_path()).manifest.preprocessing
+    canonical = spec.mm_per_pixel
     assert records["narrow.dcm"]["physical_scale"] == {"canonical_mm_per_pixel": canonical, "mm_per_pixel": canonical}
-    assert records["wide.dcm"]["physical_scale"]["mm_per_pixel"] == pytest.approx(1200 * 0.35 / 384, abs=1e-4)
+    shrunk = max(1000 * 0.35 / spec.height, 1200 * 0.35 / spec.width)  # the field's larger side fills the canvas
+    assert shrunk > canonical
+    assert records["wide.dcm"]["physical_scale"]["mm_per_pixel"] == pytest.approx(shrunk, abs=1e-4)
     assert records["wide.dcm"]["physical_scale"]["note"].startswith("field larger than the canvas")
     assert records["no-spacing.png"]["physical_scale"]["note"] == "pixel spacing unknown: fitted"
