@@ -17,7 +17,7 @@ from svdh_runtime.bundle import Bundle
 from svdh_runtime.imageio import read_image
 from svdh_runtime.overlay import render_overlay
 from svdh_runtime.preprocess import prepare_loaded
-from svdh_runtime.scoring import Scorer, interpret
+from svdh_runtime.scoring import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_postprocess_and_overlay(benchmark, scorer: Scorer, canvas) -> None:  # 
     outputs = scorer.backend.infer(canvas)
 
     def postprocess() -> object:
-        result.prediction = interpret(outputs, scorer.bundle.manifest)[0]
+        result.prediction = scorer.predict(outputs, result)
         return render_overlay(result, scorer.bundle.manifest)
 
     benchmark(postprocess)

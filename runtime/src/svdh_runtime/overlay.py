@@ -73,12 +73,12 @@ def joint_labels(result: ScoreResult) -> list[JointLabel]:
     reading = result.prediction.areas if result.prediction is not None else None
     if reading is None:
         return []
-    positions = reading.joints_image or {}
+    positions = reading.joints_image or {}  # placed by Scorer.predict; none: no labels can be placed
     by_joint: dict[tuple[str, str], list[str]] = {}
     where: dict[tuple[str, str], tuple[float, float]] = {}
     for column, grade in reading.graded.items():
         shown = int(np.floor(grade + 0.5))
-        if shown < 1:
+        if shown < 1 or column not in positions:
             continue
         hand, key = column.split("_", 1)
         area = AREA_BY_KEY[key]

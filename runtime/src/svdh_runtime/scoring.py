@@ -167,6 +167,15 @@ class Scorer:
         result.timings_ms = {"read": _ms(read_done - started), "preprocess": _ms(time.perf_counter() - read_done)}
         return result
 
+    def predict(self, outputs: dict[str, np.ndarray], result: ScoreResult) -> Prediction:
+        """The prediction of a one-image batch's outputs for a prepared ``result``: :func:`interpret` at this
+        scorer's interval level, with the joints placed on the source image (full resolution)."""
+        prediction = interpret(outputs, self.bundle.manifest, self.interval_level)[0]
+        if prediction.areas is None:
+            return prediction
+        placed = prediction.areas.placed(result.prepared.box, result.image.full_shape)
+        return dataclasses.replace(prediction, areas=placed)
+
     def infer(self, result: ScoreResult) -> ScoreResult:
         """Run the model on a prepared result (a refused one is returned as it is)."""
         if result.prepared is None:
@@ -189,11 +198,7 @@ class Scorer:
             if reason is not None:
                 result.status, result.reason = "rejected", f"{result.source}: not scored: {reason}"
                 return result
-        prediction = interpret(outputs, self.bundle.manifest, self.interval_level)[0]
-        if prediction.areas is not None:  # joints on the source image, at full resolution
-            placed = prediction.areas.placed(result.prepared.box, result.image.full_shape)
-            prediction = dataclasses.replace(prediction, areas=placed)
-        result.prediction = prediction
+        result.prediction = self.predict(outputs, result)
         result.status = "ok"
         return result
 
