@@ -55,6 +55,16 @@ class AreaReading:
             **per_hand,
         }
 
+    def estimate(self, target: str) -> float | None:
+        """A subtotal an interval is calibrated for (``erosion``, ``narrowing``, ``LH``, ``RH``); None for a
+        hand not shown."""
+        value = self.subtotals()[target]
+        return None if value is None else float(value["total"] if isinstance(value, dict) else value)
+
+    def disagreement(self, score_raw: float) -> float:
+        """The score head's total minus the sum of the areas: the interval's difficulty term."""
+        return score_raw - float(self.subtotals()["areas_sum"])
+
     def placed(self, box: ContentBox, image_shape: tuple[int, int]) -> AreaReading:
         """This reading with each shown area's joint in source-image pixels (x, y; full resolution)."""
         joints = {column: canvas_to_image(x, y, box, image_shape) for column, (x, y) in self.joints_canvas.items()}

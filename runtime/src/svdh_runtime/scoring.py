@@ -70,8 +70,7 @@ def interpret(
         reading = (
             read_areas(outputs["areas"][row], outputs["hands"][row], outputs["joints"][row]) if spec.per_area else None
         )
-        subtotals = reading.subtotals() if reading is not None else {}
-        disagreement = raw - float(subtotals["areas_sum"]) if reading is not None else 0.0
+        disagreement = reading.disagreement(raw) if reading is not None else 0.0
         index = severity_index(score, spec.severity_classes)
         probs, source, total_interval = [float(p) for p in head_probs], "severity head", None
         if total_calibration is not None:
@@ -89,21 +88,22 @@ def interpret(
                 probabilities_source=source,
                 areas=reading,
                 interval=total_interval,
-                subtotal_intervals=_subtotal_intervals(manifest, subtotals, disagreement, level),
+                subtotal_intervals=_subtotal_intervals(manifest, reading, disagreement, level),
             )
         )
     return predictions
 
 
-def _subtotal_intervals(manifest: Manifest, subtotals: dict, disagreement: float, level: float) -> dict[str, Interval]:
+def _subtotal_intervals(
+    manifest: Manifest, reading: AreaReading | None, disagreement: float, level: float
+) -> dict[str, Interval]:
     """Intervals of the erosion and narrowing sums and of each shown hand's total, where calibrated."""
     intervals = {}
     for target in ("erosion", "narrowing", "LH", "RH"):
         calibration = manifest.outputs.interval_for(target)
-        value = subtotals.get(target)
-        if calibration is None or value is None:
+        estimate = reading.estimate(target) if reading is not None else None
+        if calibration is None or estimate is None:
             continue
-        estimate = float(value["total"] if isinstance(value, dict) else value)
         intervals[target] = interval(calibration, estimate, disagreement, level, (0.0, float(SUBTOTAL_MAX[target])))
     return intervals
 

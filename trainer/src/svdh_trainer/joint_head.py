@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from svdh_exporter.model import JointOutputs
-from svdh_runtime.areas import HANDS, max_grades
+from svdh_runtime.areas import HANDS, area_sites, max_grades
 from svdh_runtime.manifest import Preprocessing
 
 from .datasets import DatasetError, Sample
@@ -84,7 +84,7 @@ def joint_loss(
     hands_loss = F.binary_cross_entropy_with_logits(predicted.hands.float(), shown)
     rest = HANDS_LOSS_WEIGHT * hands_loss
     if landmark_weight > 0:
-        located = _located_sites(predicted.joints.float(), sites)
+        located = _located_sites(predicted.joints.float())
         known = torch.isfinite(sites).all(dim=-1) & (sites >= 0).all(dim=-1) & (sites <= 1).all(dim=-1)
         if known.any():
             size = torch.tensor([canvas[1], canvas[0]], dtype=torch.float32, device=sites.device)
@@ -93,13 +93,17 @@ def joint_loss(
     return area_loss, rest
 
 
-def _located_sites(area_joints: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
-    """The head's per-site positions ``[N, 44, 2]`` from its per-area positions ``[N, 62, 2]``."""
-    from svdh_runtime.areas import area_sites
+def _first_area_of_each_site() -> list[int]:
+    sites = area_sites()
+    return [sites.index(site) for site in range(max(sites) + 1)]
 
-    index = torch.tensor(area_sites(), device=area_joints.device)
-    first = [int((index == site).nonzero()[0]) for site in range(sites.shape[1])]
-    return area_joints[:, first]
+
+FIRST_AREA_OF_SITE = _first_area_of_each_site()  # the joint head's positions are per area; sites share them
+
+
+def _located_sites(area_joints: torch.Tensor) -> torch.Tensor:
+    """The head's per-site positions ``[N, 44, 2]`` from its per-area positions ``[N, 62, 2]``."""
+    return area_joints[:, FIRST_AREA_OF_SITE]
 
 
 def joint_metrics(
@@ -113,7 +117,7 @@ def joint_metrics(
         "area_mae": round(float(np.abs(areas - np.nan_to_num(grades))[graded].mean()), 4),
         "hands_accuracy": round(float(((hands > 0.5) == (targets.shown > 0.5)).mean()), 4),
     }
-    located = _located_sites(torch.from_numpy(joints), torch.from_numpy(targets.sites)).numpy()
+    located = _located_sites(torch.from_numpy(joints)).numpy()
     known = np.isfinite(targets.sites).all(axis=-1)
     if known.any():
         size = np.array([spec.width, spec.height], np.float32)

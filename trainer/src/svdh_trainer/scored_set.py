@@ -53,17 +53,13 @@ class ScoredSet:
         for sample, result in self.scored:
             p = result.prediction
             truth = self.truth_of(sample, target)
-            disagreement = 0.0
-            if p.areas is not None:
-                subtotals = p.areas.subtotals()
-                disagreement = p.score_raw - float(subtotals["areas_sum"])
+            disagreement = p.areas.disagreement(p.score_raw) if p.areas is not None else 0.0
             if target == "total":
                 estimate = p.score
             elif p.areas is None:
                 continue
             else:
-                value = subtotals.get(target)
-                estimate = None if value is None else float(value["total"] if isinstance(value, dict) else value)
+                estimate = p.areas.estimate(target)
             if truth is not None and estimate is not None:
                 rows.append((estimate, disagreement, truth, sample.patient_id))
         if not rows:
