@@ -180,7 +180,13 @@ def test_results_wait_in_the_spool_while_the_destination_is_down(phantoms: Path,
     status_file = tmp_path / "spool" / "status.json"
     try:
         assert node.send(batch).returncode == 0
-        wait_for(lambda: json.loads(status_file.read_text())["undelivered"] == 1, 60, "a failed delivery")
+        # "undelivered" counts a scored item from the moment its results exist, before the first attempt:
+        # wait for the attempt's error too (the periodic status can fall between the two)
+        wait_for(
+            lambda: (status := json.loads(status_file.read_text()))["undelivered"] == 1 and status["last_error"],
+            60,
+            "a failed delivery",
+        )
         assert "not delivered" in json.loads(status_file.read_text())["last_error"]
         receiver = Receiver(tmp_path / "received", destination.port)
         try:
