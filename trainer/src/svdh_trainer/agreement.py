@@ -18,18 +18,27 @@ import numpy as np
 
 from svdh_runtime.areas import AREAS, HANDS
 
-from .datasets import Sample
+from .datasets import Sample, Sitting
 from .metrics import icc_agreement, pearson, pooled_area_kappa, rmse
+from .visits import visit_stem
 
 READERS_NAME, TRUTH_NAME = "readers.csv", "truth.csv"
 
 
+def sitting_key(patient_id: str, sitting: Sitting | None) -> str:
+    """How the grade tables name a sample: its patient, or the patient's sitting in a longitudinal set."""
+    return patient_id if sitting is None else visit_stem(patient_id, sitting.visit, sitting.retest)
+
+
 def grades_by_patient(path: Path, key: str | None = None) -> dict[str, dict[str, float]]:
+    """Grades per sitting (:func:`sitting_key`), and per ``key`` (the reader) if given."""
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     table: dict[str, dict[str, float]] = {}
     for row in rows:
-        name = row["Patient_ID"] if key is None else f"{row['Patient_ID']}\t{row[key]}"
+        sitting = Sitting(int(row["Visit"]), int(row.get("Retest") or 0), 0.0) if "Visit" in row else None
+        patient = sitting_key(row["Patient_ID"], sitting)
+        name = patient if key is None else f"{patient}\t{row[key]}"
         table[name] = {area.column(h): float(row[area.column(h)]) for h in HANDS for area in AREAS}
     return table
 
@@ -73,7 +82,9 @@ def agreement_table(data: Path, samples: list[Sample], predictions: list[float],
     consensus = np.array([s.score for s in samples])
     totals, areas = {}, {}
     for reader in readers:
-        grades = [_image_grades(by_reader[f"{s.patient_id}\t{reader}"], _shown(s)) for s in samples]
+        grades = [
+            _image_grades(by_reader[f"{sitting_key(s.patient_id, s.sitting)}\t{reader}"], _shown(s)) for s in samples
+        ]
         totals[reader], areas[reader] = np.array([g.sum() for g in grades]), grades  # rows of 31 or 62
     rows = [_pair("model vs readers' mean", model, consensus, bootstrap)]
     rows += [_pair(f"model vs reader {r}", model, totals[r], bootstrap) for r in readers]
@@ -85,7 +96,7 @@ def agreement_table(data: Path, samples: list[Sample], predictions: list[float],
             rows.append(row)
     rows += [_pair(f"reader {r} vs readers' mean", totals[r], consensus, bootstrap) for r in readers]
     if truth is not None:
-        exact = [_image_grades(truth[s.patient_id], _shown(s)) for s in samples]
+        exact = [_image_grades(truth[sitting_key(s.patient_id, s.sitting)], _shown(s)) for s in samples]
         exact_totals = np.array([g.sum() for g in exact])
         rows.append(_pair("model vs exact grades", model, exact_totals, bootstrap))
         for r in readers:

@@ -44,10 +44,31 @@ def phantom(
             "1: the clean phantoms of version 1, byte for byte.",
         ),
     ] = 2,
+    visits: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Film every patient at this many visits (images/<Patient_ID>-V<k>.dcm; labels.csv gains Visit, "
+            "Retest, Years_From_Baseline). Damage only grows between visits.",
+        ),
+    ] = 1,
+    interval_years: Annotated[
+        float, typer.Option(min=0.05, help="Years between visits (each visit within about a month of it).")
+    ] = 1.0,
+    retest: Annotated[
+        bool,
+        typer.Option(
+            "--retest", help="Film every visit twice on the same day (-V<k>-R1): the same grades, for test-retest."
+        ),
+    ] = False,
 ) -> None:
     """Generate synthetic PA hand radiographs (DICOM) with known per-joint SvdH grades."""
     from .phantom.generate import ACQUISITION_PRESETS, LAYOUTS, generate
+    from .phantom.longitudinal import Schedule
 
+    schedule = Schedule(visits, interval_years, retest) if visits > 1 or retest else None
+    if schedule is not None and realism != 2:
+        raise typer.BadParameter("longitudinal phantoms (--visits, --retest) need --realism 2", param_hint="--realism")
     if layout not in LAYOUTS:
         raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
     if acquisition not in ACQUISITION_PRESETS:
@@ -61,9 +82,11 @@ def phantom(
         workers=workers or None,
         progress=lambda it: _bar(it, total=n, desc="phantoms"),
         realism=realism,
+        schedule=schedule,
     )
     tables = f"{labels.name}, truth.csv, readers.csv" if realism > 1 else labels.name
-    err(f"wrote {n} phantom patients (realism {realism}) to {out} ({tables}, joints.json, images/)")
+    sittings = "" if schedule is None else f", {visits} visit(s){' with retests' if retest else ''} each"
+    err(f"wrote {n} phantom patients{sittings} (realism {realism}) to {out} ({tables}, joints.json, images/)")
 
 
 @app.command()

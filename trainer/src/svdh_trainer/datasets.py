@@ -24,6 +24,8 @@ from svdh_runtime.imageio import read_image
 from svdh_runtime.manifest import Preprocessing
 from svdh_runtime.preprocess import prepare_loaded
 
+from .visits import visit_stem
+
 CACHE_DIR = ".svdh-cache"
 
 
@@ -41,6 +43,16 @@ class Sample:
     # Per-area grades in grade_columns() order (both hands), NaN for a hand the image does not show;
     # None where the dataset has no per-area grades.
     area_grades: tuple[float, ...] | None = None
+    sitting: Sitting | None = None  # which visit of a longitudinal data set
+
+
+@dataclass(frozen=True)
+class Sitting:
+    """When a longitudinal data set's image was taken: the visit, which acquisition of it, years from baseline."""
+
+    visit: int
+    retest: int
+    years: float
 
 
 def _hand_grades(row: dict[str, str], hand: str, where: str) -> list[float]:
@@ -77,8 +89,21 @@ def _find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _sitting(row: dict[str, str], where: str) -> Sitting:
+    try:
+        visit, retest = int(row["Visit"]), int(row.get("Retest") or 0)
+        years = float(row.get("Years_From_Baseline") or "nan")
+    except ValueError:
+        raise DatasetError(f"{where}: Visit, Retest and Years_From_Baseline must be numbers") from None
+    if visit < 1 or retest < 0 or not years >= 0:
+        raise DatasetError(f"{where}: Visit must be 1 or more, Retest 0 or more, Years_From_Baseline 0 or more")
+    return Sitting(visit, retest, years)
+
+
 def read_phantom_dir(root: Path) -> list[Sample]:
     """Samples of a folder with ``labels.csv`` (RA2-DREAM columns) and ``images/<Patient_ID>[-LH|-RH].<dcm|png|jpg>``.
+    A longitudinal folder's ``labels.csv`` has ``Visit``, ``Retest`` and ``Years_From_Baseline`` and a row per
+    sitting, whose images are ``<Patient_ID>-V<visit>[-R<retest>][-LH|-RH]``.
 
     A both-hands image's target is the 0-280 total; a one-hand image's is that hand's 0-140 total.
     """
@@ -91,22 +116,25 @@ def read_phantom_dir(root: Path) -> list[Sample]:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "Patient_ID" not in reader.fieldnames:
             raise DatasetError(f"{labels}: no Patient_ID column")
+        longitudinal = "Visit" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             where = f"{labels}:{line}"
             pid = (row.get("Patient_ID") or "").strip()
             if not pid:
                 raise DatasetError(f"{where}: empty Patient_ID")
             grades = {hand: _hand_grades(row, hand, where) for hand in HANDS}
-            both = _find_image(root / "images", pid)
+            sitting = _sitting(row, where) if longitudinal else None
+            stem = pid if sitting is None else visit_stem(pid, sitting.visit, sitting.retest)
+            both = _find_image(root / "images", stem)
             if both is not None:
                 total = sum(sum(g) for g in grades.values())
-                samples.append(Sample(both, pid, float(total), _area_grades(grades, HANDS)))
+                samples.append(Sample(both, pid, float(total), _area_grades(grades, HANDS), sitting))
                 continue
-            singles = {hand: _find_image(root / "images", f"{pid}-{hand}") for hand in HANDS}
+            singles = {hand: _find_image(root / "images", f"{stem}-{hand}") for hand in HANDS}
             if not any(singles.values()):
-                raise DatasetError(f"{where}: no image for patient {pid} under {root / 'images'}")
+                raise DatasetError(f"{where}: no image {stem}[-LH|-RH] under {root / 'images'}")
             samples += [
-                Sample(path, pid, float(sum(grades[hand])), _area_grades(grades, (hand,)))
+                Sample(path, pid, float(sum(grades[hand])), _area_grades(grades, (hand,)), sitting)
                 for hand, path in singles.items()
                 if path is not None
             ]

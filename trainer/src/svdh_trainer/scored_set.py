@@ -16,7 +16,7 @@ import numpy as np
 from svdh_runtime.areas import HANDS, grade_columns
 from svdh_runtime.scoring import Scorer, ScoreResult
 
-from .agreement import TRUTH_NAME, grades_by_patient
+from .agreement import TRUTH_NAME, grades_by_patient, sitting_key
 from .area_metrics import AreaRecords
 from .datasets import Sample
 from .intervals import CalibrationData
@@ -83,7 +83,7 @@ class ScoredSet:
             predicted = np.array([np.nan if g is None else g for g in reading.grades.values()], float)
             joints = reading.joints_image or {}
             joints_predicted = np.array([joints.get(c, (np.nan, np.nan)) for c in COLUMNS], float)
-            patient_exact = exact.get(sample.patient_id)
+            patient_exact = exact.get(sitting_key(sample.patient_id, sample.sitting))
             exact_row = (
                 np.where(shown, [patient_exact[c] for c in COLUMNS], np.nan)
                 if patient_exact

@@ -25,6 +25,7 @@ from .shapes import Bite, Bone, Ellipsoid, Tube
 
 if TYPE_CHECKING:
     from .morphology import Morphology, Realism
+    from .streams import Streams
 
 # Joint space left at each narrowing grade (fraction of normal; < 0: bones fused).
 NARROWING_FRACTION = (1.0, 0.62, 0.32, 0.08, -0.25)
@@ -179,10 +180,15 @@ def _gap(kind: str, grade: int) -> float:
 
 
 def build_hand(
-    erosion: dict[str, int], narrowing: dict[str, int], rng: np.random.Generator, morph: Morphology | None = None
+    erosion: dict[str, int],
+    narrowing: dict[str, int],
+    rng: np.random.Generator,
+    morph: Morphology | None = None,
+    streams: Streams | None = None,
 ) -> Hand:
     """A hand (thumb toward +x) with the given grades per joint name; canonical unless ``morph`` says how
-    this person's hand departs from it.
+    this person's hand departs from it. ``streams`` (default: everything from ``rng``, in order) gives each
+    part its own stream: the same person with other grades (:mod:`.streams`).
 
     Joint names: ``ip1``, ``pip2..5``, ``mcp1..5``, ``mc1base``, ``multangular``,
     ``navicular``, ``lunate``, ``radius``, ``ulna`` (erosion) and ``pip2..5``,
@@ -190,6 +196,10 @@ def build_hand(
     """
     if morph is None:
         from .morphology import CANONICAL as morph
+    if streams is None:
+        from .streams import Streams
+
+        streams = Streams.shared(rng)
     varied = morph.realism if morph.varied_erosions else None
     sx, sy = morph.width, morph.length  # the canonical frame stretched to this hand
     hand = Hand()
@@ -197,7 +207,8 @@ def build_hand(
         name: CARPAL_GAP_MM * (1.0 - NARROWING_FRACTION[narrowing.get(name, 0)])
         for name in ("cmc3", "cmc4", "cmc5", "mna", "capnlun", "radcar")
     }
-    spread = {d: rng.normal(0.0, 4.0) for d in (1, 2, 3, 4, 5)}
+    spread_rng = streams("spread")
+    spread = {d: spread_rng.normal(0.0, 4.0) for d in (1, 2, 3, 4, 5)}
 
     # Forearm: radius (radial side) and ulna; narrowing of the radiocarpal joint raises the radius.
     radius = Bone(
@@ -216,8 +227,8 @@ def build_hand(
     hand.sites["radcar"] = JointSite(np.array([3.0 * sx, 1.5 + shrink["radcar"] / 2]), 9.0 * sx)
     hand.sites["radius"] = JointSite(np.array([9.0 * sx, -2.5]), 8.0 * sx)
     hand.sites["ulna"] = JointSite(np.array([-14.5 * sx, -5.0]), 6.5 * sx)
-    _erode_bone_end(hand, radius, True, erosion.get("radius", 0), rng, varied)
-    _erode_bone_end(hand, ulna, True, erosion.get("ulna", 0), rng, varied)
+    _erode_bone_end(hand, radius, True, erosion.get("radius", 0), streams("erosion:radius"), varied)
+    _erode_bone_end(hand, ulna, True, erosion.get("ulna", 0), streams("erosion:ulna"), varied)
 
     carpals = {}
     for name, (centre, axes, angle) in _CARPALS.items():
@@ -232,7 +243,9 @@ def build_hand(
     hand.bones += list(carpals.values())
     for name in ("multangular", "navicular", "lunate"):
         hand.sites[name] = JointSite(carpals[name].centre.copy(), max(carpals[name].axes) + 1.5)
-        _erode_carpal(hand, carpals[name], erosion.get(name, 0), rng)  # carpal bites keep one shape
+        _erode_carpal(
+            hand, carpals[name], erosion.get(name, 0), streams(f"erosion:{name}")
+        )  # carpal bites keep one shape
     nav, lun, cap, mul = carpals["navicular"], carpals["lunate"], carpals["capitate"], carpals["multangular"]
     hand.sites["mna"] = JointSite((mul.centre + nav.centre) / 2, 6.5)
     hand.sites["capnlun"] = JointSite((cap.centre + (nav.centre + lun.centre) / 2) / 2, 7.0)
@@ -265,10 +278,10 @@ def build_hand(
         hand.sites[f"pip{digit}"] = JointSite(p1.end + ph_dir * g_pip / 2, r * 1.3 + 2.0)
         hand.sites[f"dip{digit}"] = JointSite(p2.end + ph_dir * FINGER_GAP_MM["dip"] * morph.dip_space(digit) / 2, r)
         mcp_grade, pip_grade = erosion.get(f"mcp{digit}", 0), erosion.get(f"pip{digit}", 0)
-        _erode_bone_end(hand, mc, True, (mcp_grade + 1) // 2, rng, varied)
-        _erode_bone_end(hand, p1, False, mcp_grade // 2, rng, varied)
-        _erode_bone_end(hand, p1, True, (pip_grade + 1) // 2, rng, varied)
-        _erode_bone_end(hand, p2, False, pip_grade // 2, rng, varied)
+        _erode_bone_end(hand, mc, True, (mcp_grade + 1) // 2, streams(f"erosion:mc{digit}:head"), varied)
+        _erode_bone_end(hand, p1, False, mcp_grade // 2, streams(f"erosion:p1_{digit}:base"), varied)
+        _erode_bone_end(hand, p1, True, (pip_grade + 1) // 2, streams(f"erosion:p1_{digit}:head"), varied)
+        _erode_bone_end(hand, p2, False, pip_grade // 2, streams(f"erosion:p2_{digit}:base"), varied)
         hand.soft += [Tube(mc.end, p3.end, r + 4.5, SOFT_DENSITY)]
 
     # Thumb: metacarpal, proximal and distal phalanx.
@@ -288,11 +301,11 @@ def build_hand(
     hand.sites["ip1"] = JointSite(t1.end + ph_dir * FINGER_GAP_MM["ip"] / 2, r * 1.3 + 2.0)
     hand.sites["mc1base"] = JointSite(base_pt + mc_dir * 3.0, 7.0)
     mcp1_grade, ip1_grade = erosion.get("mcp1", 0), erosion.get("ip1", 0)
-    _erode_bone_end(hand, mc1, True, (mcp1_grade + 1) // 2, rng, varied)
-    _erode_bone_end(hand, t1, False, mcp1_grade // 2, rng, varied)
-    _erode_bone_end(hand, t1, True, (ip1_grade + 1) // 2, rng, varied)
-    _erode_bone_end(hand, t2, False, ip1_grade // 2, rng, varied)
-    _erode_bone_end(hand, mc1, False, erosion.get("mc1base", 0), rng, varied)
+    _erode_bone_end(hand, mc1, True, (mcp1_grade + 1) // 2, streams("erosion:mc1:head"), varied)
+    _erode_bone_end(hand, t1, False, mcp1_grade // 2, streams("erosion:p1_1:base"), varied)
+    _erode_bone_end(hand, t1, True, (ip1_grade + 1) // 2, streams("erosion:p1_1:head"), varied)
+    _erode_bone_end(hand, t2, False, ip1_grade // 2, streams("erosion:p2_1:base"), varied)
+    _erode_bone_end(hand, mc1, False, erosion.get("mc1base", 0), streams("erosion:mc1:base"), varied)
     hand.long_bones.update(radius=radius, ulna=ulna, mc1=mc1)
     hand.soft += [Tube(mc1.start + mc_dir * 10.0, t2.end, r + 5.0, SOFT_DENSITY)]
 
@@ -304,7 +317,7 @@ def build_hand(
         Tube(np.array([-2.0 * sx, -95.0 * sy]), np.array([-3.0 * sx, 20.0 * sy]), 26.0 * sx, SOFT_DENSITY * 0.9),
         Tube(np.array([-5.0 * sx, 20.0 * sy]), np.array([12.0 * sx, 28.0 * sy]), 22.0 * sx, SOFT_DENSITY),
     ]
-    morph.finish(hand, erosion, narrowing, rng)  # density, sesamoids, swelling, confounders (version 2)
+    morph.finish(hand, erosion, narrowing, streams)  # density, sesamoids, swelling, confounders (version 2)
     return hand
 
 

@@ -51,19 +51,48 @@ class PatientGrades:
         return erosion + narrowing, erosion, narrowing
 
 
-def _grade(area: Area, severity: float, hand_bias: float, rng: np.random.Generator) -> int:
-    latent = severity * _SUSCEPTIBILITY.get(area.joint, 1.0) * hand_bias * np.exp(rng.normal(0.0, 0.55))
+def _grade(area: Area, severity: float, hand_bias: float, noise: float) -> int:
+    latent = severity * _SUSCEPTIBILITY.get(area.joint, 1.0) * hand_bias * np.exp(noise)
     latent -= 0.04
     if latent <= 0:
         return 0
     return int(min(area.max_grade, np.floor(latent * (area.max_grade + 1))))
 
 
+@dataclass(frozen=True)
+class Disease:
+    """What fixes a patient's grades once the severity is known: each hand's bias and each area's own
+    susceptibility noise. Every grade is non-decreasing in the severity, so a severity that only grows
+    (:mod:`.progression`) gives damage that only grows, area by area."""
+
+    severity: float
+    hand_bias: dict[str, float]
+    noise: dict[str, dict[str, float]]  # hand -> column -> normal draw (SD 0.55)
+
+    def grades_at(self, severity: float) -> PatientGrades:
+        grades = {
+            hand: {a.column(hand): _grade(a, severity, self.hand_bias[hand], self.noise[hand][a.column(hand)])
+                   for a in AREAS}
+            for hand in HANDS
+        }  # fmt: skip
+        return PatientGrades(severity, grades)
+
+    @property
+    def baseline(self) -> PatientGrades:
+        return self.grades_at(self.severity)
+
+
+def draw_disease(rng: np.random.Generator, severity_shape: tuple[float, float] = (0.7, 3.0)) -> Disease:
+    """Draw a patient's severity (Beta distributed), each hand's bias and each area's noise."""
+    severity = float(rng.beta(*severity_shape))
+    bias: dict[str, float] = {}
+    noise: dict[str, dict[str, float]] = {}
+    for hand in HANDS:
+        bias[hand] = float(np.exp(rng.normal(0.0, 0.15)))
+        noise[hand] = {a.column(hand): float(rng.normal(0.0, 0.55)) for a in AREAS}
+    return Disease(severity, bias, noise)
+
+
 def draw_patient(rng: np.random.Generator, severity_shape: tuple[float, float] = (0.7, 3.0)) -> PatientGrades:
     """Draw a patient's severity (Beta distributed) and every area's grade."""
-    severity = float(rng.beta(*severity_shape))
-    grades: dict[str, dict[str, int]] = {}
-    for hand in HANDS:
-        bias = float(np.exp(rng.normal(0.0, 0.15)))
-        grades[hand] = {a.column(hand): _grade(a, severity, bias, rng) for a in AREAS}
-    return PatientGrades(severity, grades)
+    return draw_disease(rng, severity_shape).baseline

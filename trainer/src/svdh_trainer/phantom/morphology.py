@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .shapes import Bite, Bone, Ellipsoid, Tube
+from .streams import Streams
 
 METAL = 6.0  # relative density of steel and titanium against cortical bone
 SILICONE = 0.55
@@ -100,7 +101,7 @@ class Morphology:
         return -mc_dir * radius * 0.9 + np.array([-radius * 0.5, 0.0])
 
     # -- after the skeleton ---------------------------------------------------------------------------------
-    def finish(self, hand, erosion: dict[str, int], narrowing: dict[str, int], rng: np.random.Generator) -> None:  # noqa: ANN001
+    def finish(self, hand, erosion: dict[str, int], narrowing: dict[str, int], streams: Streams) -> None:  # noqa: ANN001
         """Density, sesamoids, swelling, periarticular osteopenia and what is not scored."""
         if self is CANONICAL:
             return
@@ -108,24 +109,28 @@ class Morphology:
             bone.cortex_density *= self.cortex_density
             bone.marrow_density *= self.marrow_density
         if self.sesamoids:
-            _sesamoids(hand, 1, 2, rng)
+            sesamoid_rng = streams("sesamoids")
+            _sesamoids(hand, 1, 2, sesamoid_rng)
             for digit in self.extra_sesamoids:
-                _sesamoids(hand, digit, 1, rng)
+                _sesamoids(hand, digit, 1, sesamoid_rng)
         for joint in self.inflamed:
             site = hand.sites[joint]
-            if rng.random() < self.realism.swelling_per_inflamed_joint:
+            swelling_rng = streams(f"swelling:{joint}")
+            if swelling_rng.random() < self.realism.swelling_per_inflamed_joint:
                 hand.soft.append(Tube(site.centre - (0, 3.0), site.centre + (0, 3.0), site.radius + 3.5, 0.045))
                 hand.features.append(f"swelling:{joint}")
-            hand.bites.append(Bite(site.centre.copy(), site.radius * 1.3, depth=float(rng.uniform(0.12, 0.25))))
+            hand.bites.append(
+                Bite(site.centre.copy(), site.radius * 1.3, depth=float(swelling_rng.uniform(0.12, 0.25)))
+            )
         for digit in range(2, 6):
             if self.dip_oa[digit - 1] > 0:
-                _osteophytes(hand, digit, rng)
+                _osteophytes(hand, digit, streams(f"osteophytes:{digit}"))
                 hand.features.append(f"dip_oa:{digit}")
         if self.fracture is not None:
-            _healed_fracture(hand, self.fracture, rng)
+            _healed_fracture(hand, self.fracture, streams("fracture"))
             hand.features.append(f"fracture:{self.fracture}")
         if self.hardware is not None:
-            _hardware(hand, self.hardware, rng)
+            _hardware(hand, self.hardware, streams("hardware"))
             hand.features.append(f"hardware:{self.hardware}")
         hand.features += [f"flexed:{d}" for d in range(2, 6) if self.flexion[d - 1] > 0]
         if self.crossed_little_finger:
@@ -147,26 +152,36 @@ def draw_morphology(
     narrowing: dict[str, int],
     rng: np.random.Generator,
     realism: Realism,
+    streams: Streams | None = None,
 ) -> Morphology:
-    """One hand of a person: its proportions, density and what is drawn beyond its grades."""
+    """One hand of a person: its proportions, density and what is drawn beyond its grades. ``streams``
+    (default: everything from ``rng``, in order) draws the same person again at another age and severity."""
+    pick = streams or Streams.shared(rng)
     length, width = person_scale
     post_menopause = sex == "F" and age > 50
     loss = 0.006 * max(age - 40.0, 0.0) * (1.6 if post_menopause else 1.0) + 0.25 * severity
-    density = float(np.clip(1.0 - loss + rng.normal(0.0, 0.04), 0.55, 1.1))
+    density = float(np.clip(1.0 - loss + pick("density").normal(0.0, 0.04), 0.55, 1.1))
     damaged = [j for j, g in {**erosion, **narrowing}.items() if g > 0]
     active = 0.15 + 0.6 * severity
-    inflamed = tuple(sorted({j for j in damaged if rng.random() < active and j not in ("radius", "ulna")}))
+    inflamed = tuple(
+        sorted({j for j in damaged if pick(f"inflamed:{j}").random() < active and j not in ("radius", "ulna")})
+    )
     oa_share = float(np.clip((age - realism.dip_oa_by_age[0]) / realism.dip_oa_by_age[1], 0.0, 0.8))
-    dip_oa = (0.0,) + tuple(float(rng.uniform(0.3, 0.85)) if rng.random() < oa_share * 0.6 else 0.0 for _ in range(4))
+    oa = [pick(f"dip_oa:{d}") for d in range(2, 6)]
+    dip_oa = (0.0,) + tuple(float(r.uniform(0.3, 0.85)) if r.random() < oa_share * 0.6 else 0.0 for r in oa)
     deviation = 0.0
     if severity > realism.ulnar_deviation_from_severity:
-        deviation = float(rng.uniform(5.0, 25.0) * min(1.0, (severity - 0.4) / 0.4))
-    subluxed = tuple(f"mcp{d}" for d in range(2, 6) if narrowing.get(f"mcp{d}", 0) >= 3 and rng.random() < 0.5)
+        deviation = float(pick("ulnar_deviation").uniform(5.0, 25.0) * min(1.0, (severity - 0.4) / 0.4))
+    subluxed = tuple(
+        f"mcp{d}" for d in range(2, 6) if narrowing.get(f"mcp{d}", 0) >= 3 and pick(f"subluxed:{d}").random() < 0.5
+    )
     hardware = None
-    if rng.random() < realism.hardware:
+    surgery = pick("surgery")
+    if surgery.random() < realism.hardware:
         implantable = [d for d in range(2, 6) if erosion.get(f"mcp{d}", 0) == 5 and narrowing.get(f"mcp{d}", 0) == 4]
         kinds = ["plate", "screw"] + ([f"implant:mcp{implantable[0]}"] if implantable else [])
-        hardware = str(rng.choice(kinds))
+        hardware = str(surgery.choice(kinds))
+    rng = pick("shape")
     return Morphology(
         length=length,
         width=width,
