@@ -44,7 +44,10 @@ app = typer.Typer(
 )
 
 
-@app.command(epilog="The PACS node: svdh-run serve | status | resend (each with --help).")
+@app.command(
+    epilog="Changes between visits: svdh-run progression. The PACS node: svdh-run serve | status | resend "
+    "(each with --help)."
+)
 def run(
     images: Annotated[
         list[Path],
@@ -392,4 +395,9 @@ def main() -> None:
         from .pacs.cli import app as node_app
 
         run_app(node_app, "svdh-run")
+    if sys.argv[1:2] == ["progression"]:
+        from .progression_cli import app as progression_app
+
+        del sys.argv[1]
+        run_app(progression_app, "svdh-run progression")
     run_app(app, "svdh-run")

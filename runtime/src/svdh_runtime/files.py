@@ -63,3 +63,11 @@ def remove_partials(folder: Path) -> int:
         except OSError:
             pass
     return removed
+
+
+def state_folder() -> Path:
+    """svdh's per-user state folder: ``$XDG_STATE_HOME/svdh`` (when that is an absolute path, as the XDG
+    base-directory specification requires), else ``~/.local/state/svdh``."""
+    state_home = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local" / "state"
+    return base / "svdh"

@@ -123,6 +123,23 @@ def check_level(level: float) -> None:
         raise ValueError(f"interval level must be between 0 and 1 (exclusive), found {level:g}")
 
 
+def check_scores(scores: tuple[float, ...], what: str) -> None:
+    """Conformal scores: at least 10 finite non-negative numbers, sorted."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores)
+    if len(scores) < 10 or not numbers or any(not math.isfinite(v) or v < 0 for v in scores):
+        raise ValueError(f"{what} scores must be at least 10 finite non-negative numbers")
+    if list(scores) != sorted(scores):
+        raise ValueError(f"{what} scores must be sorted")
+
+
+def conformal_quantile(scores: tuple[float, ...], level: float) -> float:
+    """The ``ceil((n + 1) level)``-th smallest score; infinite when there are too few scores for the level
+    (n < 1 / (1 - level) - 1)."""
+    check_level(level)
+    rank = math.ceil((len(scores) + 1) * level)
+    return math.inf if rank > len(scores) else scores[rank - 1]
+
+
 @dataclass(frozen=True)
 class IntervalCalibration:
     """The calibration of one target's intervals (stored in ``manifest.outputs.intervals``)."""
@@ -139,22 +156,54 @@ class IntervalCalibration:
             raise ValueError(f"interval target must be one of {', '.join(INTERVAL_TARGETS)}, found {self.target!r}")
         if not self.base > 0 or self.per_point < 0 or self.per_disagreement < 0:
             raise ValueError("interval difficulty needs base > 0 and non-negative slopes")
-        numbers = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in self.scores)
-        if len(self.scores) < 10 or not numbers or any(not math.isfinite(s) or s < 0 for s in self.scores):
-            raise ValueError("interval scores must be at least 10 finite non-negative numbers")
-        if list(self.scores) != sorted(self.scores):
-            raise ValueError("interval scores must be sorted")
+        check_scores(self.scores, "interval")
         check_level(self.level)
 
     def difficulty(self, estimate: float, disagreement: float = 0.0) -> float:
         return self.base + self.per_point * max(estimate, 0.0) + self.per_disagreement * abs(disagreement)
 
     def quantile(self, level: float) -> float:
-        """The conformal quantile of the normalised residuals; infinite when the calibration set is too small
-        for the level (n < 1 / (1 - level) - 1)."""
-        check_level(level)
-        rank = math.ceil((len(self.scores) + 1) * level)
-        return math.inf if rank > len(self.scores) else self.scores[rank - 1]
+        return conformal_quantile(self.scores, level)
+
+
+CHANGE_ROUTES = ("difference", "paired")
+
+
+@dataclass(frozen=True)
+class ChangeCalibration:
+    """What a bundle's change between two visits is worth (``manifest.outputs.change``), measured on
+    longitudinal images it never saw (``svdh-train calibrate`` on a longitudinal folder).
+
+    ``sdc`` is the smallest detectable change (Bruynesteijn et al., Ann Rheum Dis 2005): ``1.96 * SD(d) /
+    sqrt(2)``, where ``d`` is, for each pair of visits filmed twice, the change measured on the first films
+    minus the change measured on the retest films. A change above it is larger than 95 % of what
+    re-filming alone produces. The change's interval is split-conformal like the scores'
+    (:mod:`svdh_runtime.change`): ``change -+ q * (base + per_point * the pair's mean score)``.
+    """
+
+    route: str  # "difference": the follow-up's score minus the baseline's; "paired": the paired graph
+    sdc: float
+    sdc_pairs: int  # visit pairs with retests the SDC was measured on
+    base: float
+    per_point: float
+    scores: tuple[float, ...]  # sorted |true change - change| / difficulty of the calibration pairs
+    level: float = DEFAULT_INTERVAL_LEVEL
+
+    def __post_init__(self) -> None:
+        if self.route not in CHANGE_ROUTES:
+            raise ValueError(f"change route must be one of {', '.join(CHANGE_ROUTES)}, found {self.route!r}")
+        if not self.sdc > 0 or self.sdc_pairs < 2:
+            raise ValueError("change calibration needs sdc > 0 measured on at least 2 pairs")
+        if not self.base > 0 or self.per_point < 0:
+            raise ValueError("change difficulty needs base > 0 and a non-negative slope")
+        check_scores(self.scores, "change")
+        check_level(self.level)
+
+    def difficulty(self, mean_score: float) -> float:
+        return self.base + self.per_point * max(mean_score, 0.0)
+
+    def quantile(self, level: float) -> float:
+        return conformal_quantile(self.scores, level)
 
 
 @dataclass(frozen=True)
@@ -175,6 +224,7 @@ class OutputSpec:
     ood_method: str = ""
     per_area: bool = False  # True: the graph also returns areas, hands and joints (see backends.base)
     intervals: tuple[IntervalCalibration, ...] = ()  # conformal interval calibrations (svdh_runtime.intervals)
+    change: ChangeCalibration | None = None  # what a change between visits is worth (svdh_runtime.change)
 
     def __post_init__(self) -> None:
         validate_severity_classes(self.severity_classes)
@@ -247,6 +297,8 @@ class Manifest:
         if not isinstance(intervals, (list, tuple)):
             raise BundleError(f"invalid manifest: outputs.intervals must be a list, found {type(intervals).__name__}")
         outputs["intervals"] = tuple(_interval(c) for c in intervals)
+        if outputs.get("change") is not None:
+            outputs["change"] = _change(outputs["change"])
         files = _typed(data, "files", dict)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise BundleError("invalid manifest: files must map file names to sha256 strings")
@@ -289,6 +341,12 @@ def _interval(data: Any) -> IntervalCalibration:
     if isinstance(data, Mapping) and isinstance(data.get("scores"), list):
         data = {**data, "scores": tuple(data["scores"])}
     return _build(IntervalCalibration, data, "outputs.intervals[]")
+
+
+def _change(data: Any) -> ChangeCalibration:
+    if isinstance(data, Mapping) and isinstance(data.get("scores"), list):
+        data = {**data, "scores": tuple(data["scores"])}
+    return _build(ChangeCalibration, data, "outputs.change")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -18,6 +18,7 @@ from svdh_runtime.bundle import load_bundle
 from svdh_runtime.manifest import MANIFEST_NAME, check_level
 from svdh_runtime.scoring import Scorer
 
+from .change_metrics import fit_change, sitting_scores
 from .datasets import DatasetError, read_dataset
 from .intervals import MIN_IMAGES, fit_interval
 from .scored_set import SUBTOTAL_TARGETS, score_samples
@@ -31,7 +32,8 @@ def calibrate_bundle(
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
     scorer = Scorer(bundle, create_backend("onnxruntime", bundle))
-    scored = score_samples(scorer, read_dataset(Path(data)), progress)
+    samples = read_dataset(Path(data))
+    scored = score_samples(scorer, samples, progress)
     targets = ("total", *SUBTOTAL_TARGETS) if manifest.outputs.per_area else ("total",)
     calibrations, skipped = [], {}
     for target in targets:
@@ -58,7 +60,20 @@ def calibrate_bundle(
         },
         **({"skipped": skipped} if skipped else {}),
     }
-    outputs = dataclasses.replace(manifest.outputs, intervals=tuple(calibrations))
+    change = None
+    if any(s.sitting is not None for s in samples):
+        change = fit_change(sitting_scores(scored, samples, Path(data)), seed, level)
+        record["change"] = {
+            "route": change.route,
+            "sdc": change.sdc,
+            "sdc_pairs": change.sdc_pairs,
+            "residuals": len(change.scores),
+            "quantile": round(change.quantile(level), 4),
+            "method": "SDC = 1.96 SD(d) / sqrt(2), d = change on the first films - change on the retest films of "
+            "the same visits (Bruynesteijn et al. 2005); interval: split conformal, |true change - change| / "
+            "(base + per_point * the pair's mean score)",
+        }
+    outputs = dataclasses.replace(manifest.outputs, intervals=tuple(calibrations), change=change)
     updated = dataclasses.replace(
         manifest, outputs=outputs, metrics={**manifest.metrics, "interval_calibration": record}
     )

@@ -132,7 +132,7 @@ def read_phantom_dir(root: Path) -> list[Sample]:
                 continue
             singles = {hand: _find_image(root / "images", f"{stem}-{hand}") for hand in HANDS}
             if not any(singles.values()):
-                raise DatasetError(f"{where}: no image {stem}[-LH|-RH] under {root / 'images'}")
+                raise DatasetError(f"{where}: no image for patient {pid} ({stem}[-LH|-RH]) under {root / 'images'}")
             samples += [
                 Sample(path, pid, float(sum(grades[hand])), _area_grades(grades, (hand,)), sitting)
                 for hand, path in singles.items()

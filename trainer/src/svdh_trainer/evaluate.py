@@ -17,6 +17,7 @@ from svdh_runtime.scoring import Scorer, ScoreResult
 
 from .agreement import agreement_table
 from .area_metrics import area_metrics
+from .change_metrics import change_metrics, sitting_scores
 from .datasets import read_dataset
 from .intervals import coverage
 from .metrics import evaluate_predictions, pearson, rmse
@@ -81,6 +82,9 @@ def evaluate_bundle(
         metrics["areas"] = area_metrics(scored_set.area_records(data), bootstrap)
     if bundle.manifest.outputs.intervals:
         metrics["intervals"] = interval_coverage(scored_set, bundle.manifest, bootstrap)
+    if any(s.sitting is not None for s in samples):
+        sittings = sitting_scores(scored_set, samples, data)
+        metrics["change"] = change_metrics(sittings, bundle.manifest.outputs.change, bootstrap=bootstrap)
     if report_dir is not None:
         from .report import write_report
 

@@ -39,10 +39,7 @@ def fit_interval(
     """The calibration of ``target``'s intervals from ``data``."""
     if len(data.truth) < MIN_IMAGES:
         raise CalibrationError(f"{target}: {len(data.truth)} calibration images; at least {MIN_IMAGES} are needed")
-    patients = np.unique(data.group)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(patients)
-    first = np.isin(data.group, patients[: len(patients) // 2])
+    first = first_half(data.group, seed)
     base, per_point, per_disagreement = _difficulty_fit(
         data.estimate[first], data.disagreement[first], data.truth[first]
     )
@@ -59,6 +56,15 @@ def fit_interval(
         scores=tuple(round(float(s), 5) for s in scores),
         level=level,
     )
+
+
+def first_half(group: np.ndarray, seed: int) -> np.ndarray:
+    """Which rows belong to the first half of the patients (``group``: each row's patient), drawn with
+    ``seed``: the halves never split a patient."""
+    patients = np.unique(group)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(patients)
+    return np.isin(group, patients[: len(patients) // 2])
 
 
 def _difficulty_fit(estimate: np.ndarray, disagreement: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:

@@ -89,6 +89,40 @@ def per_area_markdown(metrics: dict) -> list[str]:
                 f"| {target} | {figures['level']:.0%} | {figures['n']} | {_with_ci(figures, 'coverage')} | "
                 f"{figures['mean_width']:.2f} |"
             )
+    return lines + change_markdown(metrics.get("change"))
+
+
+def change_markdown(change: dict | None) -> list[str]:
+    """The section on change between visits (longitudinal sets)."""
+    if not change:
+        return []
+    lines = [
+        "",
+        f"## Change between visits ({change['route']} route; {change['patients']} patients, "
+        f"{change['visit_pairs']} visit pairs, {change['retest_pairs']} filmed twice; truth: {change['truth']})",
+        "",
+        "| figure | model (95 % CI) | readers' mean |",
+        "|---|---|---|",
+    ]
+    readers = change.get("readers", {})
+    mean = readers.get("mean", {})
+    rows = [
+        ("change PCC", "pcc", mean.get("pcc")),
+        ("change RMSE", "rmse", mean.get("rmse")),
+        ("mean change - true change", "bias", None),
+        (f"AUC, true change >= {change['progressor_threshold']:g}", "auc", mean.get("auc")),
+        ("SDC (Bruynesteijn, retests; readers: A vs B, k = 2)", "sdc", readers.get("sdc_readers_mean")),
+        ("false progression on retests (change > SDC)", "false_progression", None),
+    ]
+    for label, key, theirs in rows:
+        if key in change and change[key] is not None:
+            lines.append(f"| {label} | {_with_ci(change, key)} | {'' if theirs is None else f'{theirs:.3f}'} |")
+    if change.get("sdc_for_flags") is not None:
+        lines += ["", f"Progressor flags use an SDC of {change['sdc_for_flags']:.2f} ({change['sdc_for_flags_from']})."]
+    if "interval" in change:
+        figures = change["interval"]
+        lines.append(f"Change intervals: {figures['coverage']:.1%} coverage at {figures['level']:.0%}, "
+                     f"mean width {figures['mean_width']:.2f}.")  # fmt: skip
     return lines
 
 

@@ -64,9 +64,9 @@ def _remove_files(folder: Path) -> int:
 def default_spool() -> Path:
     """The per-user state folder of the node: ``$XDG_STATE_HOME/svdh/spool`` (when that is an absolute
     path, as the XDG base-directory specification requires), else ``~/.local/state/svdh/spool``."""
-    state_home = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local" / "state"
-    return base / "svdh" / "spool"
+    from ..files import state_folder
+
+    return state_folder() / "spool"
 
 
 def item_key(sop_instance_uid: str) -> str:

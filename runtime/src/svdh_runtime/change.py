@@ -1,0 +1,73 @@
+"""The change between two visits: its interval, its rate per year, and whether it is a progression.
+
+A bundle calibrated on a longitudinal folder (``svdh-train calibrate``) carries
+a :class:`~svdh_runtime.manifest.ChangeCalibration`: the smallest detectable
+change (SDC) it measured from retest films, and split-conformal residuals of
+its changes against the true changes. A change is a *progression* when it
+exceeds the SDC: re-filming the same hands alone gives a larger change less
+than 5 % of the time (two-sided).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .intervals import Interval
+from .manifest import ChangeCalibration, check_level
+
+MIN_YEARS_FOR_RATE = 0.05  # about three weeks: a shorter gap gives no yearly rate
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of the total between two sittings of one patient."""
+
+    total: float
+    years: float | None  # between the two sittings' dates; None when a date is missing
+    interval: Interval | None  # None for an uncalibrated bundle
+    sdc: float | None
+
+    @property
+    def per_year(self) -> float | None:
+        if self.years is None or self.years < MIN_YEARS_FOR_RATE:
+            return None
+        return self.total / self.years
+
+    @property
+    def progressor(self) -> bool | None:
+        """True when the change exceeds the bundle's SDC; None when the bundle has measured none."""
+        return None if self.sdc is None else self.total > self.sdc
+
+    def to_dict(self) -> dict:
+        low = high = level = None
+        if self.interval is not None:
+            low, high, level = round(self.interval.low, 3), round(self.interval.high, 3), self.interval.level
+        per_year = self.per_year
+        return {
+            "total": round(self.total, 3),
+            "low": low,
+            "high": high,
+            "level": level,
+            "years": None if self.years is None else round(self.years, 3),
+            "per_year": None if per_year is None else round(per_year, 3),
+            "sdc": None if self.sdc is None else round(self.sdc, 3),
+            "progressor": self.progressor,
+        }
+
+
+def change_interval(calibration: ChangeCalibration, change: float, mean_score: float, level: float) -> Interval:
+    """The interval around ``change``; ``mean_score``: the mean of the two sittings' scores."""
+    check_level(level)
+    half = calibration.quantile(level) * calibration.difficulty(mean_score)
+    return Interval(level, change - half, change + half)
+
+
+def measure_change(
+    calibration: ChangeCalibration | None, first: float, second: float, years: float | None, level: float | None
+) -> Change:
+    """The change from a sitting scored ``first`` to one scored ``second`` (the difference route)."""
+    total = second - first
+    if calibration is None:
+        return Change(total, years, None, None)
+    chosen = calibration.level if level is None else level
+    return Change(total, years, change_interval(calibration, total, (first + second) / 2, chosen), calibration.sdc)

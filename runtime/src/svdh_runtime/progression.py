@@ -1,0 +1,145 @@
+"""Changes between a patient's visits, as ``svdh-run progression`` reports them (the difference route).
+
+Each sitting's total is the sum of its films' scores (one film of both hands,
+or one per hand); a change is the later sitting's total minus the earlier's,
+only when both show the same hands. Its interval, its yearly rate and the
+progressor flag come from :mod:`svdh_runtime.change`; per-area and subtotal
+changes from the joint head, where the bundle has one. Every film is scored on
+its own, so the order the films are read in cannot move the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from .areas import HANDS
+from .change import measure_change
+from .errors import OutputError
+from .manifest import Manifest
+from .scoring import ScoreResult
+from .visits import Sitting
+
+PSEUDONYM_PREFIX = "P-"
+KEY_BYTES = 32
+
+
+@dataclass
+class ScoredSitting:
+    """A sitting and its films' results."""
+
+    sitting: Sitting
+    results: list[ScoreResult]
+    sources: list[str]  # how the output names each film (path, or its label with --no-paths)
+
+    @property
+    def problem(self) -> str | None:
+        for source, result in zip(self.sources, self.results):
+            if result.status != "ok":
+                return f"{source}: {result.reason or result.status}"
+        return None
+
+    @property
+    def score(self) -> float:
+        return float(sum(r.prediction.score for r in self.results))
+
+    @property
+    def hands(self) -> tuple[str, ...]:
+        """The hands the sitting shows: the joint head's reading, else DICOM laterality, else both."""
+        shown: set[str] = set()
+        for film, result in zip(self.sitting.films, self.results):
+            areas = result.prediction.areas
+            if areas is not None:
+                shown |= set(areas.shown)
+            elif film.laterality in ("L", "R"):
+                shown.add(f"{film.laterality}H")
+            else:
+                shown |= set(HANDS)
+        return tuple(h for h in HANDS if h in shown)
+
+    def grades(self) -> dict[str, float] | None:
+        """Per-area grades of the shown hands (None without a joint head)."""
+        merged: dict[str, float] = {}
+        for result in self.results:
+            if result.prediction.areas is None:
+                return None
+            merged.update(result.prediction.areas.graded)
+        return merged
+
+    def summary(self) -> dict:
+        return {
+            "sources": self.sources,
+            "date": None if self.sitting.date is None else self.sitting.date.isoformat(),
+            "score": round(self.score, 3),
+            "hands": list(self.hands),
+        }
+
+
+def change_record(
+    manifest: Manifest, earlier: ScoredSitting, later: ScoredSitting, kind: str, level: float | None
+) -> dict:
+    """The JSON record of one pair; ``error`` set when the pair cannot give a change."""
+    record = {"kind": kind, "route": "difference", "baseline": earlier.summary(), "followup": later.summary()}
+    problem = earlier.problem or later.problem
+    if problem is None and earlier.hands != later.hands:
+        problem = (
+            f"the baseline shows {'+'.join(earlier.hands)} and the follow-up {'+'.join(later.hands)}: "
+            "a change needs the same hands at both visits"
+        )
+    if problem is not None:
+        return {**record, "change": None, "error": problem}
+    years = None
+    if earlier.sitting.date is not None and later.sitting.date is not None:
+        years = (later.sitting.date - earlier.sitting.date).days / 365.25
+    change = measure_change(manifest.outputs.change, earlier.score, later.score, years, level)
+    record["change"] = change.to_dict()
+    before, after = earlier.grades(), later.grades()
+    if before is not None and after is not None:
+        common = [c for c in after if c in before]
+        record["per_area"] = {c: round(after[c] - before[c], 3) for c in common}
+        for kind_name, marker in (("erosion", "_E__"), ("narrowing", "_J__")):
+            record["change"][kind_name] = round(sum(after[c] - before[c] for c in common if marker in c), 3)
+    if manifest.outputs.change is None:
+        record["note"] = "the bundle has no change calibration: no interval, no SDC, no progressor flag"
+    return record
+
+
+def load_pseudonym_key(path: Path) -> bytes:
+    """The key that pseudonymises patient IDs, created (random, owner-only) on first use. The same key gives
+    the same pseudonym in every run; without it a pseudonym cannot be traced back."""
+    path = Path(path)
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(KEY_BYTES)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_pseudonym_key(path)  # another run created it first
+        except OSError as exc:
+            raise OutputError(f"cannot create the pseudonym key {path} ({exc.strerror or exc})") from None
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(key)
+        return key
+    except OSError as exc:
+        raise OutputError(f"cannot read the pseudonym key {path} ({exc.strerror or exc})") from None
+    if len(key) < 16:
+        raise OutputError(f"{path}: the pseudonym key is too short (at least 16 bytes)")
+    return key
+
+
+def pseudonym(patient_id: str, key: bytes) -> str:
+    """``P-`` and 16 hex digits of HMAC-SHA256(key, patient ID)."""
+    return PSEUDONYM_PREFIX + hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def default_key_path() -> Path:
+    """``pseudonym.key`` in svdh's state folder (``$XDG_STATE_HOME/svdh``, else ``~/.local/state/svdh``)."""
+    from .files import state_folder
+
+    return state_folder() / "pseudonym.key"
