@@ -88,10 +88,10 @@ def test_films_without_a_patient_need_an_explicit_pair() -> None:
 
 # -- changes ------------------------------------------------------------------------------------------------------
 def test_a_change_is_a_progression_only_above_the_sdc() -> None:
-    assert measure_change(CALIBRATION, 10.0, 14.5, 1.0, None).progressor is True
-    assert measure_change(CALIBRATION, 10.0, 13.5, 1.0, None).progressor is False
-    assert measure_change(CALIBRATION, 14.5, 10.0, 1.0, None).progressor is False  # a fall is no progression
-    assert measure_change(None, 10.0, 30.0, 1.0, None).progressor is None  # no calibration: no flag
+    assert measure_change(CALIBRATION, 4.5, 12.25, 1.0, None).progressor is True
+    assert measure_change(CALIBRATION, 3.5, 11.75, 1.0, None).progressor is False
+    assert measure_change(CALIBRATION, -4.5, 12.25, 1.0, None).progressor is False  # a fall is no progression
+    assert measure_change(None, 20.0, 20.0, 1.0, None).progressor is None  # no calibration: no flag
     assert Change(3.0, 0.01, None, None).per_year is None  # a same-day retest has no yearly rate
     assert Change(3.0, 2.0, None, None).per_year == 1.5
     got = change_interval(CALIBRATION, 5.0, 40.0, 0.9)
@@ -101,11 +101,11 @@ def test_a_change_is_a_progression_only_above_the_sdc() -> None:
 
 def test_the_change_calibration_is_checked_when_a_manifest_is_read() -> None:
     manifest = Manifest.read(default_bundle_path() / MANIFEST_NAME)
-    with_change = dataclasses.replace(manifest, outputs=dataclasses.replace(manifest.outputs, change=CALIBRATION))
-    assert Manifest.from_dict(json.loads(with_change.to_json())).outputs.change == CALIBRATION
+    with_change = dataclasses.replace(manifest, outputs=dataclasses.replace(manifest.outputs, changes=(CALIBRATION,)))
+    assert Manifest.from_dict(json.loads(with_change.to_json())).outputs.change_for("difference") == CALIBRATION
     for bad in ({"route": "guess"}, {"sdc": 0.0}, {"scores": [2.0, 1.0] * 10}, {"base": -1.0}):
         data = json.loads(with_change.to_json())
-        data["outputs"]["change"].update(bad)
+        data["outputs"]["changes"][0].update(bad)
         with pytest.raises(BundleError, match="invalid manifest: change"):
             Manifest.from_dict(data)
 
@@ -157,7 +157,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("calibrated") / "bundle"
     shutil.copytree(default_bundle_path(), out)
     manifest = Manifest.read(out / MANIFEST_NAME)
-    dataclasses.replace(manifest, outputs=dataclasses.replace(manifest.outputs, change=CALIBRATION)).write(
+    dataclasses.replace(manifest, outputs=dataclasses.replace(manifest.outputs, changes=(CALIBRATION,))).write(
         out / MANIFEST_NAME
     )
     return out

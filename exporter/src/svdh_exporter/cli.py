@@ -49,6 +49,19 @@ def onnx_command(
     err(f"wrote {out} ({manifest.name} {manifest.version}, model sha256 {manifest.files['model.onnx'][:12]})")
 
 
+@app.command("add-change")
+def add_change(
+    checkpoint: Annotated[Path, typer.Argument(help="Paired checkpoint folder (svdh-train fit-change ... /best).")],
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle to add the paired graph to (change.onnx).")],
+) -> None:
+    """Add a paired network to a bundle as its second graph (baseline and follow-up -> the change of every
+    area, with its CAM); then calibrate its changes with `svdh-train calibrate` on a longitudinal set."""
+    from .paired_export import add_paired_graph
+
+    add_paired_graph(checkpoint, bundle, log=err)
+    err(f"added the paired graph to {bundle}")
+
+
 @app.command("gate-calibrate")
 def gate_calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory with an input gate.")],

@@ -63,11 +63,11 @@ def change_interval(calibration: ChangeCalibration, change: float, mean_score: f
 
 
 def measure_change(
-    calibration: ChangeCalibration | None, first: float, second: float, years: float | None, level: float | None
+    calibration: ChangeCalibration | None, total: float, mean_score: float, years: float | None, level: float | None
 ) -> Change:
-    """The change from a sitting scored ``first`` to one scored ``second`` (the difference route)."""
-    total = second - first
+    """A change of ``total`` between two sittings whose scores average ``mean_score``, with its interval and
+    flag where the bundle is calibrated (``level``: the interval's, default the calibration's)."""
     if calibration is None:
         return Change(total, years, None, None)
     chosen = calibration.level if level is None else level
-    return Change(total, years, change_interval(calibration, total, (first + second) / 2, chosen), calibration.sdc)
+    return Change(total, years, change_interval(calibration, total, mean_score, chosen), calibration.sdc)

@@ -171,7 +171,7 @@ CHANGE_ROUTES = ("difference", "paired")
 
 @dataclass(frozen=True)
 class ChangeCalibration:
-    """What a bundle's change between two visits is worth (``manifest.outputs.change``), measured on
+    """What a bundle's change between two visits is worth by one route (``manifest.outputs.changes``), measured on
     longitudinal images it never saw (``svdh-train calibrate`` on a longitudinal folder).
 
     ``sdc`` is the smallest detectable change (Bruynesteijn et al., Ann Rheum Dis 2005): ``1.96 * SD(d) /
@@ -206,6 +206,28 @@ class ChangeCalibration:
         return conformal_quantile(self.scores, level)
 
 
+PAIRED_FILE = "change.onnx"
+
+
+@dataclass(frozen=True)
+class PairedSpec:
+    """The bundle's paired graph (``manifest.outputs.paired``): ``(baseline, followup)`` canvases ->
+    ``change_areas[N, 62]`` (each area's change, >= 0), ``hands[N, 2]`` (the follow-up's) and
+    ``change_cam[N, h, w]``, on the bundle's own preprocessing."""
+
+    file: str = PAIRED_FILE
+    cam_height: int = 0
+    cam_width: int = 0
+    cam_method: str = ""
+    trained_on: str = ""  # what its targets were (exact changes of phantoms, readers' changes)
+
+    def __post_init__(self) -> None:
+        if self.file != PAIRED_FILE:
+            raise ValueError(f"the paired graph's file must be {PAIRED_FILE}")
+        if self.cam_height <= 0 or self.cam_width <= 0:
+            raise ValueError("the paired graph's CAM needs a positive size")
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """What the graph returns: ``score[N]``, ``severity_probs[N, K]``, ``cam[N, h, w]``, optionally ``ood_distance[N]``.
@@ -224,15 +246,26 @@ class OutputSpec:
     ood_method: str = ""
     per_area: bool = False  # True: the graph also returns areas, hands and joints (see backends.base)
     intervals: tuple[IntervalCalibration, ...] = ()  # conformal interval calibrations (svdh_runtime.intervals)
-    change: ChangeCalibration | None = None  # what a change between visits is worth (svdh_runtime.change)
+    changes: tuple[ChangeCalibration, ...] = ()  # what a change between visits is worth, per route (.change)
+    paired: PairedSpec | None = None  # the paired graph, when the bundle has one (svdh_runtime.paired)
 
     def __post_init__(self) -> None:
         validate_severity_classes(self.severity_classes)
         _require(self.score_min < self.score_max, "outputs.score_min must be < score_max")
         _require(self.ood_threshold >= 0, "outputs.ood_threshold must be >= 0")
+        _require(self.paired is None or self.per_area, "outputs.paired needs per-area outputs")
+        routes = [c.route for c in self.changes]
+        _require(len(set(routes)) == len(routes), "outputs.changes has a route twice")
+        _require(
+            "paired" not in routes or self.paired is not None, "outputs.changes: a paired route needs a paired graph"
+        )
         targets = [c.target for c in self.intervals]
         _require(len(set(targets)) == len(targets), "outputs.intervals has a target twice")
         _require(self.per_area or set(targets) <= {"total"}, "outputs.intervals for subtotals need per-area outputs")
+
+    def change_for(self, route: str) -> ChangeCalibration | None:
+        """The change calibration of ``route`` ("difference" or "paired"), if the bundle has one."""
+        return next((c for c in self.changes if c.route == route), None)
 
     def interval_for(self, target: str) -> IntervalCalibration | None:
         """The calibration of ``target``'s intervals, if the bundle has one."""
@@ -297,8 +330,12 @@ class Manifest:
         if not isinstance(intervals, (list, tuple)):
             raise BundleError(f"invalid manifest: outputs.intervals must be a list, found {type(intervals).__name__}")
         outputs["intervals"] = tuple(_interval(c) for c in intervals)
-        if outputs.get("change") is not None:
-            outputs["change"] = _change(outputs["change"])
+        changes = outputs.get("changes", [])
+        if not isinstance(changes, (list, tuple)):
+            raise BundleError(f"invalid manifest: outputs.changes must be a list, found {type(changes).__name__}")
+        outputs["changes"] = tuple(_change(c) for c in changes)
+        if outputs.get("paired") is not None:
+            outputs["paired"] = _build(PairedSpec, outputs["paired"], "outputs.paired")
         files = _typed(data, "files", dict)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise BundleError("invalid manifest: files must map file names to sha256 strings")
@@ -346,7 +383,7 @@ def _interval(data: Any) -> IntervalCalibration:
 def _change(data: Any) -> ChangeCalibration:
     if isinstance(data, Mapping) and isinstance(data.get("scores"), list):
         data = {**data, "scores": tuple(data["scores"])}
-    return _build(ChangeCalibration, data, "outputs.change")
+    return _build(ChangeCalibration, data, "outputs.changes[]")
 
 
 def _require(condition: bool, message: str) -> None:

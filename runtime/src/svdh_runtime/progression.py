@@ -21,6 +21,7 @@ from .areas import HANDS
 from .change import measure_change
 from .errors import OutputError
 from .manifest import Manifest
+from .paired import PairedGraph
 from .scoring import ScoreResult
 from .visits import Sitting
 
@@ -79,10 +80,66 @@ class ScoredSitting:
         }
 
 
+def film_pairs(earlier: list[ScoreResult], later: list[ScoreResult]) -> list[tuple[ScoreResult, ScoreResult]] | None:
+    """The films of two sittings matched by the hands each shows (both on one film, or one per file); None
+    when the two sittings are not laid out alike."""
+
+    def by_hands(results: list[ScoreResult]) -> dict[tuple[str, ...], ScoreResult] | None:
+        films = {}
+        for result in results:
+            if result.prediction is None or result.prediction.areas is None:
+                return None
+            films[result.prediction.areas.shown] = result
+        return films if len(films) == len(results) else None
+
+    before, after = by_hands(earlier), by_hands(later)
+    if before is None or after is None or set(before) != set(after):
+        return None
+    return [(before[hands], after[hands]) for hands in after]
+
+
+def paired_change(
+    graph: PairedGraph, pairs: list[tuple[ScoreResult, ScoreResult]], cams: list | None = None
+) -> dict[str, float]:
+    """The paired graph's change of every area shown, over matched films; ``cams`` collects each follow-up
+    film's result with its change CAM."""
+    areas: dict[str, float] = {}
+    for before, after in pairs:
+        reading = graph.change(before.prepared.canvas, after.prepared.canvas)
+        areas.update({c: v for c, v in reading.areas.items() if v is not None})
+        if cams is not None:
+            cams.append((after, reading.cam))
+    return areas
+
+
+def write_change_overlays(out: Path, stem: str, cams: list, manifest: Manifest, total: float) -> list[str]:
+    """Each follow-up film with the change's CAM over it, as ``<stem>[-<n>].change.png``; returns the names."""
+    from .overlay import compose_overlay, write_overlay
+
+    names = []
+    for number, (result, cam) in enumerate(cams, start=1):
+        name = f"{stem}{'' if len(cams) == 1 else f'-{number}'}.change.png"
+        picture = compose_overlay(
+            result.image.pixels, cam, manifest.preprocessing, result.prepared.box,
+            f"change {total:+.1f} (paired) - {manifest.name} {manifest.version}", (), result.image.full_shape,
+        )  # fmt: skip
+        write_overlay(picture, out / name)
+        names.append(name)
+    return names
+
+
 def change_record(
-    manifest: Manifest, earlier: ScoredSitting, later: ScoredSitting, kind: str, level: float | None
+    manifest: Manifest,
+    earlier: ScoredSitting,
+    later: ScoredSitting,
+    kind: str,
+    level: float | None,
+    graph: PairedGraph | None = None,
+    overlays: tuple[Path, str] | None = None,
 ) -> dict:
-    """The JSON record of one pair; ``error`` set when the pair cannot give a change."""
+    """The JSON record of one pair; ``error`` set when the pair cannot give a change. With the bundle's
+    paired ``graph`` the change is the paired route's, where the two sittings' films can be matched, and
+    ``overlays`` (folder, file stem) receives its CAM over each follow-up film."""
     record = {"kind": kind, "route": "difference", "baseline": earlier.summary(), "followup": later.summary()}
     problem = earlier.problem or later.problem
     if problem is None and earlier.hands != later.hands:
@@ -95,16 +152,33 @@ def change_record(
     years = None
     if earlier.sitting.date is not None and later.sitting.date is not None:
         years = (later.sitting.date - earlier.sitting.date).days / 365.25
-    change = measure_change(manifest.outputs.change, earlier.score, later.score, years, level)
-    record["change"] = change.to_dict()
     before, after = earlier.grades(), later.grades()
+    per_area = None
     if before is not None and after is not None:
-        common = [c for c in after if c in before]
-        record["per_area"] = {c: round(after[c] - before[c], 3) for c in common}
+        per_area = {c: after[c] - before[c] for c in after if c in before}
+    matched = film_pairs(earlier.results, later.results) if graph is not None else None
+    if matched is not None:
+        cams: list = []
+        record["route"], per_area = "paired", paired_change(graph, matched, cams)
+        total = sum(per_area.values())
+        if overlays is not None:
+            record["change_overlays"] = write_change_overlays(*overlays, cams, manifest, total)
+    else:
+        total = later.score - earlier.score
+        if graph is not None:
+            record["note"] = "the two visits' films are not laid out alike (one film vs one per hand): difference route"
+    calibration = manifest.outputs.change_for(record["route"])
+    change = measure_change(calibration, total, (earlier.score + later.score) / 2, years, level)
+    record["change"] = change.to_dict()
+    if per_area is not None:
+        record["per_area"] = {c: round(v, 3) for c, v in per_area.items()}
         for kind_name, marker in (("erosion", "_E__"), ("narrowing", "_J__")):
-            record["change"][kind_name] = round(sum(after[c] - before[c] for c in common if marker in c), 3)
-    if manifest.outputs.change is None:
-        record["note"] = "the bundle has no change calibration: no interval, no SDC, no progressor flag"
+            record["change"][kind_name] = round(sum(v for c, v in per_area.items() if marker in c), 3)
+    if calibration is None:
+        record["note"] = (
+            f"the bundle has no change calibration for the {record['route']} route: no interval, no SDC, "
+            "no progressor flag"
+        )
     return record
 
 

@@ -7,6 +7,7 @@ bundle is unusable; 1 anything else.
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,6 +19,12 @@ from .cli_support import LogLevelOption, err
 from .errors import ExitCode
 from .logs import LogLevel
 from .naming import InputNames
+
+
+class ReadingOrder(str, enum.Enum):
+    known = "known"
+    blinded = "blinded"
+
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Changes between visits.")
 RECORDS_NAME, COHORT_NAME, REPORT_NAME = "progression.jsonl", "cohort.csv", "progression.html"
@@ -60,6 +67,13 @@ def progression(
         bool,
         typer.Option("--no-paths", help="Name films by a hash of their path (input-1a2b...), as svdh-run does."),
     ] = False,
+    order: Annotated[
+        ReadingOrder,
+        typer.Option(
+            help="known: the films side by side in date order (the bundle's paired graph, as trial readers read "
+            "in known order); blinded: each film scored alone, the change the difference of the scores."
+        ),
+    ] = ReadingOrder.known,
     backend: Annotated[BackendChoice, typer.Option(help="As for svdh-run.")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: library default).", min=0)] = 0,
     log_level: LogLevelOption = LogLevel.warning,
@@ -79,13 +93,13 @@ def progression(
         raise typer.BadParameter("give DICOM files or folders, or --baseline A --followup B", param_hint="FILES")
     raise typer.Exit(code=_measure(inputs or [], baseline or [], followup or [], model, as_json, out,
                                    interval_level, include_phi, pseudonym_key, backend.value, threads or None,
-                                   names))  # fmt: skip
+                                   names, order))  # fmt: skip
 
 
 def _measure(
     inputs: list[Path], baseline: list[Path], followup: list[Path], model: Path | None, as_json: bool,
     out: Path | None, level: float | None, include_phi: bool, key_path: Path | None, backend_name: str,
-    threads: int | None, names: InputNames,
+    threads: int | None, names: InputNames, order: ReadingOrder,
 ) -> int:  # fmt: skip
     from .backends import select_backend
     from .bundle import load_bundle
@@ -126,6 +140,15 @@ def _measure(
     selection = select_backend(backend_name, bundle, threads=threads)
     err(f"model {bundle.manifest.name} {bundle.manifest.version} on {selection.backend.name} ({selection.reason})")
     scorer = Scorer(bundle, selection.backend)
+    graph = None
+    if order == ReadingOrder.blinded:
+        err("note: --order blinded: every film scored alone; changes are differences of scores")
+    elif bundle.manifest.outputs.paired is None:
+        err("note: the bundle has no paired graph; changes are differences of scores (films read apart)")
+    else:
+        from .paired import PairedGraph
+
+        graph = PairedGraph(bundle, threads)
     scored: dict[Path, object] = {}
 
     def score(sitting: Sitting) -> ScoredSitting:
@@ -150,7 +173,11 @@ def _measure(
                 (sittings[group.sittings.index(a)], sittings[group.sittings.index(b)], kind)
                 for a, b, kind in visit_pairs(group)
             ]  # fmt: skip
-            record["pairs"] = [change_record(bundle.manifest, a, b, kind, level) for a, b, kind in pairs]
+            record["pairs"] = [
+                change_record(bundle.manifest, a, b, kind, level, graph,
+                              None if out is None else (out, _overlay_stem(label, a, b)))
+                for a, b, kind in pairs
+            ]  # fmt: skip
             for pair in record["pairs"]:
                 if pair.get("error"):
                     pair["error"] = names.scrub(pair["error"])
@@ -160,10 +187,18 @@ def _measure(
         records.append(record)
         _print(record, as_json)
     selection.backend.close()
+    if graph is not None:
+        graph.close()
     if out is not None:
-        _write_out(out, records, bundle)
+        _write_out(out, records, bundle, "paired" if graph is not None else "difference")
         claim.close()
     return int(ExitCode.INPUT if problems else ExitCode.OK)
+
+
+def _overlay_stem(label: str, earlier, later) -> str:  # noqa: ANN001 - ScoredSitting
+    """``<patient>_<baseline date>_<follow-up date>``: the start of a pair's overlay file names."""
+    dates = [s.sitting.date.isoformat() if s.sitting.date else "undated" for s in (earlier, later)]
+    return f"{label}_{dates[0]}_{dates[1]}"
 
 
 def _print(record: dict, as_json: bool) -> None:
@@ -176,7 +211,8 @@ def _print(record: dict, as_json: bool) -> None:
     if record.get("note"):
         print(f"{record['patient']}: {record['note']}", flush=True)
     for pair in record.get("pairs", []):
-        head = f"{record['patient']}: {pair['baseline']['date'] or 'baseline'} -> {pair['followup']['date'] or 'follow-up'}"
+        dates = f"{pair['baseline']['date'] or 'baseline'} -> {pair['followup']['date'] or 'follow-up'}"
+        head = f"{record['patient']}: {dates} ({pair['route']})"
         change = pair.get("change")
         if change is None:
             err(f"svdh-run: {head}: {pair['error']}")
@@ -191,12 +227,12 @@ def _print(record: dict, as_json: bool) -> None:
         print(f"{head}: {' '.join(parts)}", flush=True)
 
 
-def _write_out(out: Path, records: list[dict], bundle) -> None:  # noqa: ANN001
+def _write_out(out: Path, records: list[dict], bundle, route: str) -> None:  # noqa: ANN001
     from .files import atomic_write_text
     from .progression_report import write_cohort_csv, write_html
 
     atomic_write_text(out / RECORDS_NAME, "".join(json.dumps(r) + "\n" for r in records))
     write_cohort_csv(out / COHORT_NAME, records)
-    calibration = bundle.manifest.outputs.change
+    calibration = bundle.manifest.outputs.change_for(route)
     write_html(out / REPORT_NAME, records, f"{bundle.manifest.name} {bundle.manifest.version}",
                None if calibration is None else calibration.sdc)  # fmt: skip

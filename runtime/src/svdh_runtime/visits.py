@@ -92,7 +92,7 @@ def read_film(path: Path) -> Film:
     except OSError as exc:
         raise VisitError(f"{path}: cannot read ({exc.strerror or exc})") from None
     date = _date(ds.get("AcquisitionDate")) or _date(ds.get("StudyDate")) or _date(ds.get("SeriesDate"))
-    time = ds.get("AcquisitionTime") if _date(ds.get("AcquisitionDate")) else ds.get("StudyTime")
+    time = ds.get("AcquisitionTime") or ds.get("StudyTime")
     laterality = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper() or None
     return Film(
         path=Path(path),

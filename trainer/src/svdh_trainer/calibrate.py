@@ -18,7 +18,7 @@ from svdh_runtime.bundle import load_bundle
 from svdh_runtime.manifest import MANIFEST_NAME, check_level
 from svdh_runtime.scoring import Scorer
 
-from .change_metrics import fit_change, sitting_scores
+from .change_metrics import fit_change, paired_measure, sitting_scores
 from .datasets import DatasetError, read_dataset
 from .intervals import MIN_IMAGES, fit_interval
 from .scored_set import SUBTOTAL_TARGETS, score_samples
@@ -60,20 +60,29 @@ def calibrate_bundle(
         },
         **({"skipped": skipped} if skipped else {}),
     }
-    change = None
+    changes = manifest.outputs.changes
     if any(s.sitting is not None for s in samples):
-        change = fit_change(sitting_scores(scored, samples, Path(data)), seed, level)
-        record["change"] = {
-            "route": change.route,
-            "sdc": change.sdc,
-            "sdc_pairs": change.sdc_pairs,
-            "residuals": len(change.scores),
-            "quantile": round(change.quantile(level), 4),
-            "method": "SDC = 1.96 SD(d) / sqrt(2), d = change on the first films - change on the retest films of "
-            "the same visits (Bruynesteijn et al. 2005); interval: split conformal, |true change - change| / "
-            "(base + per_point * the pair's mean score)",
+        sittings = sitting_scores(scored, samples, Path(data))
+        changes = (fit_change(sittings, seed, level),)
+        if manifest.outputs.paired is not None:
+            from svdh_runtime.paired import PairedGraph
+
+            changes += (fit_change(sittings, seed, level, paired_measure(scored, PairedGraph(bundle))),)
+        record["changes"] = {
+            change.route: {
+                "sdc": change.sdc,
+                "sdc_pairs": change.sdc_pairs,
+                "residuals": len(change.scores),
+                "quantile": round(change.quantile(level), 4),
+            }
+            for change in changes
         }
-    outputs = dataclasses.replace(manifest.outputs, intervals=tuple(calibrations), change=change)
+        record["change_method"] = (
+            "SDC = 1.96 SD(d) / sqrt(2), d = change on the first films - change on the retest films of the same "
+            "visits (Bruynesteijn et al. 2005); interval: split conformal, |true change - change| / (base + "
+            "per_point * the pair's mean score)"
+        )
+    outputs = dataclasses.replace(manifest.outputs, intervals=tuple(calibrations), changes=changes)
     updated = dataclasses.replace(
         manifest, outputs=outputs, metrics={**manifest.metrics, "interval_calibration": record}
     )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ class SittingScore:
     readers_mean: float
     exact: float  # NaN without truth.csv
     readers: dict[str, float] = field(default_factory=dict)  # each reader's total (readers.csv)
+    films: tuple[str, ...] = ()  # the sitting's image paths
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ChangePair:
 
     first: SittingScore
     second: SittingScore
+    measured: float | None = None  # the paired route's change; None: the difference of the two scores
 
     @property
     def patient(self) -> str:
@@ -74,7 +76,7 @@ class ChangePair:
 
     @property
     def model(self) -> float:
-        return self.second.model - self.first.model
+        return self.second.model - self.first.model if self.measured is None else self.measured
 
     @property
     def exact(self) -> float:
@@ -123,6 +125,7 @@ def sitting_scores(scored: ScoredSet, samples: list[Sample], data: Path) -> list
                 readers_mean=float(sum(s.score for s, _ in members)),
                 exact=exact.get(key, float("nan")),
                 readers={name.split("\t")[1]: total for name, total in readers.items() if name.split("\t")[0] == key},
+                films=tuple(str(s.path) for s, _ in members),
             )
         )
     return sorted(sittings, key=lambda s: (s.patient, s.visit, s.retest))
@@ -178,17 +181,38 @@ def smallest_detectable_change(first: np.ndarray, second: np.ndarray, readers_av
     return float(Z95 * d.std(ddof=1) / math.sqrt(2) / math.sqrt(readers_averaged))
 
 
+Measure = Callable[["SittingScore", "SittingScore"], "float | None"]
+
+
+def routed(pairs: list[ChangePair], measure: Measure | None) -> list[ChangePair]:
+    """The pairs with the paired route's change (dropping those it cannot measure); as they are without."""
+    if measure is None:
+        return pairs
+    return [replace(p, measured=m) for p in pairs if (m := measure(p.first, p.second)) is not None]
+
+
+def _routed_retests(retests: list[tuple[ChangePair, ChangePair]], measure: Measure | None) -> list:
+    if measure is None:
+        return retests
+    both = [(routed([a], measure), routed([b], measure)) for a, b in retests]
+    return [(a[0], b[0]) for a, b in both if a and b]
+
+
 def change_metrics(
     sittings: list[SittingScore],
     calibration: ChangeCalibration | None = None,
     threshold: float = PROGRESSOR_THRESHOLD,
     bootstrap: int = 1000,
     seed: int = 0,
+    measure: Measure | None = None,
 ) -> dict:
-    """The change figures of the difference route on a longitudinal set. ``calibration``: the bundle's, whose
-    SDC sets the progressor flags and the false-progression rate (default: the SDC measured here) and whose
-    intervals' coverage is measured."""
-    pairs, retests, same = visit_pairs(sittings), retest_pairs(sittings), same_visit_pairs(sittings)
+    """The change figures on a longitudinal set: the difference route, or with ``measure`` (the paired
+    graph's change of two sittings) the paired route. ``calibration``: the bundle's, whose SDC sets the
+    progressor flags and the false-progression rate (default: the SDC measured here) and whose intervals'
+    coverage is measured."""
+    pairs = routed(visit_pairs(sittings), measure)
+    retests = _routed_retests(retest_pairs(sittings), measure)
+    same = routed(same_visit_pairs(sittings), measure)
     if len(pairs) < 2:
         return {}
     sdc = calibration.sdc if calibration is not None else None
@@ -223,7 +247,7 @@ def change_metrics(
 
     point = figures(patients)
     result: dict = {
-        "route": "difference",
+        "route": "difference" if measure is None else "paired",
         "patients": len(patients),
         "visit_pairs": len(pairs),
         "retest_pairs": len(retests),
@@ -301,13 +325,15 @@ def _bootstrap(figures: Callable[[list[str]], dict], patients: list[str], draws:
     }
 
 
-def fit_change(sittings: list[SittingScore], seed: int = 0, level: float = DEFAULT_INTERVAL_LEVEL) -> ChangeCalibration:
+def fit_change(
+    sittings: list[SittingScore], seed: int = 0, level: float = DEFAULT_INTERVAL_LEVEL, measure: Measure | None = None
+) -> ChangeCalibration:
     """The bundle's change calibration (difference route) from a longitudinal set with retests: the SDC from
     the retest pairs; the interval's difficulty ``base + per_point * mean score`` fitted (non-negative least
     squares of the absolute error) on one half of the patients and the conformal residuals taken on the
     other. The changes between the retest films count as visit pairs too."""
-    pairs = visit_pairs(sittings) + visit_pairs(sittings, retest=1)
-    retests = retest_pairs(sittings)
+    pairs = routed(visit_pairs(sittings) + visit_pairs(sittings, retest=1), measure)
+    retests = _routed_retests(retest_pairs(sittings), measure)
     if len(pairs) < MIN_CHANGE_PAIRS:
         raise DatasetError(f"{len(pairs)} visit pairs scored; a change calibration needs at least {MIN_CHANGE_PAIRS}")
     if len(retests) < 10:
@@ -323,7 +349,7 @@ def fit_change(sittings: list[SittingScore], seed: int = 0, level: float = DEFAU
     base = max(float(base), 0.05 * max(float(error[first].mean()), 1e-3))
     scores = np.sort(error[~first] / (base + per_point * np.maximum(level_score[~first], 0)))
     return ChangeCalibration(
-        route="difference",
+        route="difference" if measure is None else "paired",
         sdc=round(smallest_detectable_change(*_retest_changes(retests)), 4),
         sdc_pairs=len(retests),
         base=round(base, 6),
@@ -331,3 +357,16 @@ def fit_change(sittings: list[SittingScore], seed: int = 0, level: float = DEFAU
         scores=tuple(round(float(v), 5) for v in scores),
         level=level,
     )
+
+
+def paired_measure(scored: ScoredSet, graph) -> Measure:  # noqa: ANN001 - svdh_runtime.paired.PairedGraph
+    """The paired route's change of two sittings, from the scored films (matched by the hands they show)."""
+    from svdh_runtime.progression import film_pairs, paired_change
+
+    results = {str(sample.path): result for sample, result in scored.scored}
+
+    def measure(first: SittingScore, second: SittingScore) -> float | None:
+        matched = film_pairs([results[f] for f in first.films], [results[f] for f in second.films])
+        return None if matched is None else float(sum(paired_change(graph, matched).values()))
+
+    return measure

@@ -220,6 +220,32 @@ def calibrate(
     print(json.dumps(record, indent=2))
 
 
+@app.command("fit-change")
+def fit_change_command(
+    data: Annotated[Path, typer.Argument(help="Longitudinal phantom folder (svdh-train phantom --visits K --retest).")],
+    start: Annotated[
+        Path, typer.Option("--from", help="Single-film checkpoint with a joint head to start the backbone from.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (best/, last/, state/, history.jsonl).")],
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 6,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 24,
+    tune_last_stage: Annotated[
+        bool, typer.Option("--tune-last-stage", help="Also train the backbone's last stage (slower).")
+    ] = False,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the change head (backbone: a tenth).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split and the pairs drawn.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
+) -> None:
+    """Train the paired network (baseline and follow-up side by side -> the change of every area); export it
+    into a bundle with `svdh-export add-change`."""
+    from .paired_fit import fit_change
+
+    best = fit_change(data, start, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, resume=resume,
+                      tune_last_stage=tune_last_stage, progress=lambda it, desc="": _bar(it, desc=desc),
+                      log=err)  # fmt: skip
+    err(f"best paired checkpoint: {best}")
+
+
 @app.command("gate-check")
 def gate_check(
     hands: Annotated[list[Path], typer.Argument(help="Folders of hand radiographs (e.g. held-out phantoms).")],

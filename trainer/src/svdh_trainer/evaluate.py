@@ -17,7 +17,7 @@ from svdh_runtime.scoring import Scorer, ScoreResult
 
 from .agreement import agreement_table
 from .area_metrics import area_metrics
-from .change_metrics import change_metrics, sitting_scores
+from .change_metrics import change_metrics, paired_measure, sitting_scores
 from .datasets import read_dataset
 from .intervals import coverage
 from .metrics import evaluate_predictions, pearson, rmse
@@ -84,7 +84,15 @@ def evaluate_bundle(
         metrics["intervals"] = interval_coverage(scored_set, bundle.manifest, bootstrap)
     if any(s.sitting is not None for s in samples):
         sittings = sitting_scores(scored_set, samples, data)
-        metrics["change"] = change_metrics(sittings, bundle.manifest.outputs.change, bootstrap=bootstrap)
+        outputs = bundle.manifest.outputs
+        metrics["change"] = change_metrics(sittings, outputs.change_for("difference"), bootstrap=bootstrap)
+        if bundle.manifest.outputs.paired is not None:
+            from svdh_runtime.paired import PairedGraph
+
+            measure = paired_measure(scored_set, PairedGraph(bundle))
+            metrics["change_paired"] = change_metrics(
+                sittings, outputs.change_for("paired"), bootstrap=bootstrap, measure=measure
+            )
     if report_dir is not None:
         from .report import write_report
 

@@ -89,7 +89,7 @@ def per_area_markdown(metrics: dict) -> list[str]:
                 f"| {target} | {figures['level']:.0%} | {figures['n']} | {_with_ci(figures, 'coverage')} | "
                 f"{figures['mean_width']:.2f} |"
             )
-    return lines + change_markdown(metrics.get("change"))
+    return lines + change_markdown(metrics.get("change")) + change_markdown(metrics.get("change_paired"))
 
 
 def change_markdown(change: dict | None) -> list[str]:

@@ -145,16 +145,19 @@ def make_longitudinal_patient(
         for r in range(schedule.acquisitions):
             rng = np.random.default_rng([seed, index, 3, k, r])
             stem, day = visit_stem(patient_id, k, r), date.strftime("%Y%m%d")
+            minutes = (8 + (index + k) % 9) * 60 + (index * 7) % 40 + 20 * r  # a retest 20 minutes after
+            time = f"{minutes // 60:02d}{minutes % 60:02d}{(index * 13) % 60:02d}"
             films = Films(
                 patient_id=patient_id,
                 stem=stem,
                 uid_key=f"{seed}/{index}/V{k}/R{r}",
                 accession=f"A{seed % 1000:03d}{index:05d}{k}{r}",
                 study_id=f"{(index * 7 + k) % 9000 + 1000}",
-                study_time=f"{8 + (index + k) % 9:02d}{(index * 7 + 20 * r) % 60:02d}{(index * 13) % 60:02d}",
+                study_time=time,
                 burned_in_date=date.strftime("%d.%m.%Y"),
                 site=site,
                 header={"StudyDate": day, "SeriesDate": day, "ContentDate": day, "AcquisitionDate": day,
+                        "AcquisitionTime": time,
                         # both hands' files of a sitting belong to one study
                         "StudyInstanceUID": generate_uid(entropy_srcs=[f"{seed}/{index}/V{k}/R{r}", "study"])},
             )  # fmt: skip
