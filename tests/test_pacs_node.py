@@ -228,3 +228,53 @@ def test_resend_delivers_the_same_results_again_without_scoring_again(phantoms: 
         node.stop()
         receiver.stop()
     assert f"{uid}: sending its results again, as asked" in node.log.read_text()
+
+
+def test_a_follow_up_reports_the_change_since_the_prior_and_references_it(receiver: Receiver, tmp_path: Path) -> None:
+    from svdh_trainer.phantom.generate import generate
+    from svdh_trainer.phantom.longitudinal import Schedule
+
+    visits = tmp_path / "visits"
+    generate(visits, 2, 47, layout="both", workers=1, schedule=Schedule(2, 1.0))
+    baseline, followup = tmp_path / "send" / "baseline", tmp_path / "send" / "followup"
+    for folder, visit in ((baseline, "-V1"), (followup, "-V2")):
+        folder.mkdir(parents=True)
+        for path in (visits / "images").glob(f"*{visit}.dcm"):
+            shutil.copy(path, folder / path.name)
+    node = Node(tmp_path / "spool", receiver)
+    try:
+        assert node.send(baseline).returncode == 0
+        wait_for(lambda: len(receiver.files()) >= 4, 180, "the baseline results")
+        assert node.send(followup).returncode == 0
+        wait_for(lambda: len(receiver.files()) >= 8, 180, "the follow-up results")
+    finally:
+        node.stop()
+    prior_of = {}
+    for path in baseline.glob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        prior_of[str(ds.PatientID)] = str(ds.SOPInstanceUID)
+    followups = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in followup.glob("*.dcm")}
+    checked = 0
+    for path in receiver.files():
+        ds = pydicom.dcmread(path)
+        if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7":
+            continue
+        source = str(ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+                     .ReferencedSOPSequence[0].ReferencedSOPInstanceUID)  # fmt: skip
+        text = str(ds)
+        if source not in followups:
+            assert "SVDH-CHANGE" not in text  # a baseline has no prior
+            continue
+        prior = prior_of[str(ds.PatientID)]
+        assert "SVDH-CHANGE" in text and "Change of the SvdH score since the prior" in text
+        other = ds.PertinentOtherEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert str(other.ReferencedSOPInstanceUID) == prior
+        assert prior in text  # the change group's source images name the prior instance
+        checked += 1
+    assert checked == 2
+    stored = " ".join(
+        p.name + (p.read_text() if p.suffix == ".json" else "") for p in (tmp_path / "spool" / "priors").iterdir()
+    )
+    assert all(pid not in stored for pid in prior_of)  # the index is pseudonymised
+    log = node.log.read_text()
+    assert "since the prior" in log and all(pid not in log for pid in prior_of)

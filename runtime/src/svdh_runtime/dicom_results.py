@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .change import Change
 from .errors import InputError, MissingDependencyError, install_hint
 from .manifest import Manifest
 from .scoring import Prediction
@@ -94,10 +95,29 @@ def _result_uids(source_uid: str, model_sha256: str):  # noqa: ANN202
     return lambda role: generate_uid(entropy_srcs=["svdh", source_uid, model_sha256, role])
 
 
+@dataclass(frozen=True)
+class PriorChange:
+    """The change since a prior result of the same patient, as the SR reports it (with a reference to the
+    prior instance)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    change: Change
+    route: str  # "paired" or "difference"
+
+
 def make_dicom_results(
-    source_path: Path, prediction: Prediction, overlay_rgb: np.ndarray, manifest: Manifest, model_sha256: str
+    source_path: Path,
+    prediction: Prediction,
+    overlay_rgb: np.ndarray,
+    manifest: Manifest,
+    model_sha256: str,
+    prior: PriorChange | None = None,
 ) -> DicomResults:
-    """Build the SR and the SC for one scored DICOM (headers re-read, pixels not needed)."""
+    """Build the SR and the SC for one scored DICOM (headers re-read, pixels not needed); ``prior``: the
+    change since a prior result, reported in the SR."""
     import pydicom
 
     hd = _highdicom()
@@ -108,7 +128,7 @@ def make_dicom_results(
         unusable = [keyword for keyword in REFERENCED_UIDS if keyword in dropped]
         if unusable:
             raise InputError(f"invalid {', '.join(unusable)}: results could not reference this image")
-        return _make(source, dropped, prediction, overlay_rgb, manifest, model_sha256, hd)
+        return _make(source, dropped, prediction, overlay_rgb, manifest, model_sha256, hd, prior)
 
 
 def _make(
@@ -119,6 +139,7 @@ def _make(
     manifest: Manifest,
     model_sha256: str,
     hd: object,
+    prior: PriorChange | None = None,
 ) -> DicomResults:
     from pydicom.uid import generate_uid
 
@@ -156,13 +177,17 @@ def _make(
     groups = [group]
     if prediction.areas is not None:
         groups += _per_area_groups(hd, source, prediction, algorithm, uid)
+    evidence = [source]
+    if prior is not None:
+        groups.append(_change_group(hd, source, prior, algorithm, uid))
+        evidence.append(_prior_evidence(source, prior))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=code("SVDH-XR-HANDS", SCHEME, "Radiography of the hands"),
         imaging_measurements=groups,
     )
     structured_report = hd.sr.Comprehensive3DSR(
-        evidence=[source],
+        evidence=evidence,
         content=report,
         series_instance_uid=uid("sr-series"),
         series_number=SR_SERIES_NUMBER,
@@ -288,6 +313,67 @@ def _per_area_groups(hd: object, source: object, prediction: Prediction, algorit
     return groups
 
 
+YES, NO = ("373066001", "SCT", "Yes"), ("373067005", "SCT", "No")
+
+
+def _change_group(hd: object, source: object, prior: PriorChange, algorithm: object, uid: object) -> object:
+    """The change since the prior: its value, interval limits, yearly rate and the progression flag, with the
+    prior instance among the group's source images."""
+    change = prior.change
+    measurements = [_score(hd, change.total, ("SVDH-CHANGE", "Change of the SvdH score since the prior"), algorithm)]
+    if change.interval is not None:
+        what = f"Change since the prior, {change.interval.level:.0%} interval"
+        measurements += [
+            _score(hd, change.interval.low, ("SVDH-CHANGE-LOW", f"{what}, lower limit"), algorithm),
+            _score(hd, change.interval.high, ("SVDH-CHANGE-HIGH", f"{what}, upper limit"), algorithm),
+        ]
+    if change.per_year is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=hd.sr.CodedConcept("SVDH-CHANGE-YEAR", SCHEME, "Change of the SvdH score per year"),
+                value=float(round(change.per_year, 3)),
+                unit=hd.sr.CodedConcept("{score}/a", "UCUM", "score per year"),
+                algorithm_id=algorithm,
+            )
+        )
+    evaluations = []
+    if change.progressor is not None:
+        answer = YES if change.progressor else NO
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                name=hd.sr.CodedConcept(
+                    "SVDH-PROGRESSION", SCHEME, "Progression beyond the smallest detectable change"
+                ),
+                value=hd.sr.CodedConcept(*answer),
+            )
+        )
+    prior_image = hd.sr.SourceImageForMeasurementGroup(
+        referenced_sop_class_uid=prior.sop_class_uid, referenced_sop_instance_uid=prior.sop_instance_uid
+    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("change"), identifier=f"SvdH change ({prior.route})"),
+        measurements=measurements,
+        qualitative_evaluations=evaluations or None,
+        algorithm_id=algorithm,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source), prior_image],
+    )
+
+
+def _prior_evidence(source: object, prior: PriorChange) -> object:
+    """The prior instance as SR evidence: its UIDs and the patient's (the same patient as ``source``)."""
+    from pydicom.dataset import Dataset
+
+    evidence = Dataset()
+    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"):
+        if keyword in source:
+            setattr(evidence, keyword, source.get(keyword))
+    evidence.StudyInstanceUID = prior.study_instance_uid
+    evidence.SeriesInstanceUID = prior.series_instance_uid
+    evidence.SOPClassUID = prior.sop_class_uid
+    evidence.SOPInstanceUID = prior.sop_instance_uid
+    return evidence
+
+
 def write_dataset(dataset: object, path: Path) -> None:
     """Write a DICOM file atomically."""
     from .files import atomic_target
@@ -303,10 +389,11 @@ def write_dicom_results(
     manifest: Manifest,
     model_sha256: str,
     files: tuple[Path, Path],
+    prior: PriorChange | None = None,
 ) -> tuple[str, ...]:
     """Make the SR and the SC of one scored DICOM and write them (atomically) to ``files`` (SR, SC): the one
     path of batch runs and of the PACS node. Returns the keywords of source attributes left empty."""
-    made = make_dicom_results(source_path, prediction, overlay_rgb, manifest, model_sha256)
+    made = make_dicom_results(source_path, prediction, overlay_rgb, manifest, model_sha256, prior)
     write_dataset(made.structured_report, files[0])
     try:
         write_dataset(made.secondary_capture, files[1])

@@ -23,7 +23,7 @@ from .errors import OutputError
 from .manifest import Manifest
 from .paired import PairedGraph
 from .scoring import ScoreResult
-from .visits import Sitting
+from .visits import Film, Sitting
 
 PSEUDONYM_PREFIX = "P-"
 KEY_BYTES = 32
@@ -50,16 +50,8 @@ class ScoredSitting:
 
     @property
     def hands(self) -> tuple[str, ...]:
-        """The hands the sitting shows: the joint head's reading, else DICOM laterality, else both."""
-        shown: set[str] = set()
-        for film, result in zip(self.sitting.films, self.results):
-            areas = result.prediction.areas
-            if areas is not None:
-                shown |= set(areas.shown)
-            elif film.laterality in ("L", "R"):
-                shown.add(f"{film.laterality}H")
-            else:
-                shown |= set(HANDS)
+        """The hands the sitting shows (see :func:`film_hands`)."""
+        shown = {hand for film, result in zip(self.sitting.films, self.results) for hand in film_hands(film, result)}
         return tuple(h for h in HANDS if h in shown)
 
     def grades(self) -> dict[str, float] | None:
@@ -78,6 +70,16 @@ class ScoredSitting:
             "score": round(self.score, 3),
             "hands": list(self.hands),
         }
+
+
+def film_hands(film: Film, result: ScoreResult) -> tuple[str, ...]:
+    """The hands a scored film shows: the joint head's reading, else DICOM laterality, else both."""
+    areas = result.prediction.areas
+    if areas is not None:
+        return tuple(areas.shown)
+    if film.laterality in ("L", "R"):
+        return (f"{film.laterality}H",)
+    return HANDS
 
 
 def film_pairs(earlier: list[ScoreResult], later: list[ScoreResult]) -> list[tuple[ScoreResult, ScoreResult]] | None:

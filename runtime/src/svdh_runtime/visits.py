@@ -21,6 +21,9 @@ from .errors import InputError
 
 _HEADER_TAGS = (
     "PatientID",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
     "StudyInstanceUID",
     "StudyDate",
     "StudyTime",
@@ -46,6 +49,9 @@ class Film:
     date: dt.date | None = None
     time: str = ""  # HHMMSS, "" when not given
     laterality: str | None = None  # "L", "R", "B" or None
+    sop_class: str = ""
+    sop_instance: str = ""
+    series: str = ""
 
     @property
     def when(self) -> tuple[dt.date, str] | None:
@@ -101,6 +107,9 @@ def read_film(path: Path) -> Film:
         date=date,
         time=str(time or "").split(".")[0].strip().ljust(6, "0")[:6] if time else "",
         laterality=laterality if laterality in ("L", "R", "B") else None,
+        sop_class=str(ds.get("SOPClassUID") or ""),
+        sop_instance=str(ds.get("SOPInstanceUID") or ""),
+        series=str(ds.get("SeriesInstanceUID") or ""),
     )
 
 

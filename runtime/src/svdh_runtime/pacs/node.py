@@ -33,9 +33,15 @@ from typing import Any
 
 import numpy as np
 
+from ..change import measure_change
+from ..dicom_results import PriorChange
 from ..errors import InputError, MissingDependencyError, SvdhError, install_hint
 from ..files import atomic_write_bytes, atomic_write_text
+from ..progression import film_hands
+from ..scoring import ScoreResult
+from ..visits import Film, read_film
 from .access import CALLING_AE_NOT_RECOGNISED, AccessPolicy, AllowRule, TlsFiles, Verdict
+from .priors import Prior, PriorIndex
 from .spool import MAX_SCORING_ATTEMPTS, MAX_STORE_MIB, MIN_FREE_BYTES, Spool, item_key
 
 log = logging.getLogger(__name__)
@@ -129,6 +135,12 @@ class PacsNode:
         selection = select_backend(options.backend, self.bundle, threads=options.threads)
         self.backend_name = selection.backend.name
         self.scorer = Scorer(self.bundle, selection.backend)
+        self.priors = PriorIndex(self.spool.root / "priors")
+        self.paired = None
+        if self.bundle.manifest.outputs.paired is not None:
+            from ..paired import PairedGraph
+
+            self.paired = PairedGraph(self.bundle, options.threads)
         log(
             f"model {self.bundle.manifest.name} {self.bundle.manifest.version} on {self.backend_name} "
             f"({selection.reason})"
@@ -306,12 +318,14 @@ class PacsNode:
             self._refuse(key, result.reason or "could not be scored")
             return None
         try:
+            film = read_film(path)
+            prior = self._change_since_prior(film, result)
             picture = render_overlay(result, self.bundle.manifest)
             folder = self.spool.results_dir(key)
             folder.mkdir(parents=True, exist_ok=True)
             files = (folder / "sr.dcm", folder / "sc.dcm")
             manifest, sha256 = self.bundle.manifest, self.bundle.model_sha256
-            write_dicom_results(path, result.prediction, np.asarray(picture), manifest, sha256, files)
+            write_dicom_results(path, result.prediction, np.asarray(picture), manifest, sha256, files, prior)
         except InputError as exc:  # ours: names the attribute, never its value
             self._refuse(key, f"results could not be made: {exc}")
             return None
@@ -329,10 +343,51 @@ class PacsNode:
         }
         if prediction.interval is not None:
             record["score_interval"] = prediction.interval.to_dict()
+        if prior is not None:
+            record["change_from_prior"] = {"prior": prior.sop_instance_uid, "route": prior.route,
+                                           **prior.change.to_dict()}  # fmt: skip
         self.spool.write_result(key, record)
+        self._remember(film, result)
         self.stats["scored"] += 1
-        self.log(f"scored {key}: SvdH {prediction.score:.1f} / 280, {prediction.severity}")
+        since = "" if prior is None else f"; {prior.change.total:+.1f} since the prior ({prior.route})"
+        self.log(f"scored {key}: SvdH {prediction.score:.1f} / 280, {prediction.severity}{since}")
         return record
+
+    def _change_since_prior(self, film: Film, result: ScoreResult) -> PriorChange | None:
+        """The change since the latest result of this patient showing the same hands, if the node has one."""
+        if film.patient_id is None or film.date is None:
+            return None
+        hands = film_hands(film, result)
+        prior = self.priors.latest_before(film.patient_id, film.when, hands, film.sop_instance)
+        if prior is None:
+            return None
+        score = result.prediction.score
+        canvas = self.priors.canvas(prior) if self.paired is not None else None
+        if canvas is not None and result.prediction.areas is not None:
+            route, total = "paired", self.paired.change(canvas, result.prepared.canvas).total
+        else:
+            route, total = "difference", score - prior.score
+        years = (film.date - prior.when[0]).days / 365.25
+        calibration = self.bundle.manifest.outputs.change_for(route)
+        change = measure_change(calibration, total, (score + prior.score) / 2, years, None)
+        return PriorChange(prior.sop_class_uid, prior.sop_instance_uid, prior.study_instance_uid,
+                           prior.series_instance_uid, change, route)  # fmt: skip
+
+    def _remember(self, film: Film, result: ScoreResult) -> None:
+        """Keep this result in the prior index (a patient's later films will be compared with it)."""
+        if film.patient_id is None or film.date is None or not film.sop_instance:
+            return
+        areas = result.prediction.areas
+        entry = Prior(
+            sop_instance_uid=film.sop_instance, sop_class_uid=film.sop_class,
+            study_instance_uid=film.study or "", series_instance_uid=film.series,
+            date=film.date.isoformat(), time=film.time, hands=film_hands(film, result),
+            score=round(result.prediction.score, 4), grades=dict(areas.graded) if areas is not None else {},
+        )  # fmt: skip
+        try:
+            self.priors.add(film.patient_id, entry, result.prepared.canvas)
+        except OSError as exc:
+            self.log(f"could not keep the result for later comparisons ({exc.strerror or exc})")
 
     def _score_once_more(self, key: str) -> dict[str, Any] | None:
         """Score an item unless the node went away while scoring it too often (an image that runs it out of
