@@ -49,13 +49,18 @@ def test_changes_are_never_negative_and_the_cam_is_the_gradient_times_activation
     net, _ = load_paired(paired_checkpoint)
     before, after = torch.randn(2, 1, 128, 160), torch.randn(2, 1, 128, 160)
     out = net(before, after)
-    assert (out.areas >= 0).all()
+    assert (out.areas >= 0).all() and (out.raw < 0).any()  # the max(0, .) is at work
+    assert net(before, before).areas.abs().max() == 0  # the same film twice: exactly no change
     maps = out.maps.detach().requires_grad_(True)
     after_sites = out.attention.detach() @ maps.flatten(2).transpose(1, 2)
     _, before_sites = net._sites(net.net.feature_map(before))
-    hidden = net.mix(torch.cat([after_sites - before_sites.detach(), before_sites.detach()], dim=-1))
-    total = torch.nn.functional.softplus((torch.nn.functional.gelu(hidden) * net.area_weight).sum(-1) + net.area_bias)
-    (gradient,) = torch.autograd.grad(total.sum(), maps)
+    gelu, softplus = torch.nn.functional.gelu, torch.nn.functional.softplus
+    base = before_sites.detach()
+    logits = (gelu(net.mix(torch.cat([after_sites - base, base], -1))) * net.area_weight).sum(-1) + net.area_bias
+    unchanged = (gelu(net.mix(torch.cat([torch.zeros_like(base), base], -1))) * net.area_weight).sum(-1)
+    areas = torch.relu(softplus(logits) - softplus(unchanged + net.area_bias).detach())
+    assert torch.allclose(areas, out.areas, atol=1e-5)
+    (gradient,) = torch.autograd.grad(areas.sum(), maps)
     expected = (gradient * maps).sum(dim=1)
     got = net.signed_change_cam(out, torch.ones(2, 62))
     assert expected.abs().max() > 0

@@ -7,11 +7,16 @@ network does the same. Both films go through the same backbone (a trained
 site in each film). For each area it takes the features pooled at that area's
 site in the follow-up (``f``) and in the baseline (``b``), and gives
 
-    change = softplus(w_area . gelu(M [f - b; b] + m) + c_area)
+    g(d, b) = softplus(w_area . gelu(M [d; b] + m) + c_area)
+    change  = max(0, g(f - b, b) - g(0, b))
 
-so no area's change is ever negative (damage does not heal, as the protocol
-scores it), and the change of a total is the sum of its areas'. ``M`` is
-shared by every area; ``w_area`` and ``c_area`` are each area's own.
+``g(0, b)`` is what the head says of the baseline seen twice: subtracting it
+leaves no floor, so two films with nothing between them give exactly no
+change. No area's change is ever negative (damage does not heal, as the
+protocol scores it), and the change of a total is the sum of its areas'. ``M``
+is shared by every area; ``w_area`` and ``c_area`` are each area's own.
+Training fits ``g(f - b, b) - g(0, b)`` before the ``max`` (``raw``), so every
+area keeps its gradient.
 
 The change's CAM (:meth:`PairedChangeNet.change_cam`) is HiResCAM (Draelos &
 Carin, 2020), the gradient-times-activation member of the Grad-CAM family,
@@ -55,8 +60,9 @@ class PairedSpec:
 @dataclass(frozen=True)
 class ChangeOutputs:
     areas: torch.Tensor  # [N, 62] change of each area (grade points, >= 0), grade_columns() order
+    raw: torch.Tensor  # [N, 62] the change before the max(0, .) (what training fits)
     hands: torch.Tensor  # [N, 2] logits that the follow-up shows the left, right hand
-    logits: torch.Tensor  # [N, 62] before the softplus
+    logits: torch.Tensor  # [N, 62] of g(f - b, b) before the softplus
     hidden: torch.Tensor  # [N, 62, hidden] the shared layer before the GELU (for the CAM)
     attention: torch.Tensor  # [N, 62, h*w] the follow-up's site attention of each area
     maps: torch.Tensor  # [N, C, h, w] the follow-up's feature map
@@ -76,7 +82,7 @@ class PairedChangeNet(nn.Module):
         columns = head.area_site.shape[0]
         self.mix = nn.Linear(2 * features, spec.hidden)
         self.area_weight = nn.Parameter(torch.randn(columns, spec.hidden) * spec.hidden**-0.5)
-        self.area_bias = nn.Parameter(torch.full((columns,), -4.0))  # softplus(-4) = 0.018: no change to start
+        self.area_bias = nn.Parameter(torch.zeros(columns))
 
     def _sites(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each area's site attention ``[N, 62, h*w]`` and pooled features ``[N, 62, C]``."""
@@ -102,9 +108,12 @@ class PairedChangeNet(nn.Module):
         _, before = self._sites(maps_before)
         attention, after = self._sites(maps_after)
         hidden = self.mix(torch.cat([after - before, before], dim=-1))  # [N, 62, hidden]
+        reference = self.mix(torch.cat([torch.zeros_like(before), before], dim=-1))  # the baseline seen twice
         logits = (F.gelu(hidden) * self.area_weight).sum(dim=-1) + self.area_bias
+        unchanged = (F.gelu(reference) * self.area_weight).sum(dim=-1) + self.area_bias
+        raw = F.softplus(logits) - F.softplus(unchanged)
         hands = self.net.joint_head.hands(maps_after.mean(dim=(2, 3)))
-        return ChangeOutputs(F.softplus(logits), hands, logits, hidden, attention, maps_after)
+        return ChangeOutputs(torch.relu(raw), raw, hands, logits, hidden, attention, maps_after)
 
     def change_cam(self, out: ChangeOutputs, shown: torch.Tensor) -> torch.Tensor:
         """HiResCAM of the total change over the areas of the hands shown (``shown``: [N, 62] weights)."""
@@ -116,8 +125,9 @@ class PairedChangeNet(nn.Module):
         pdf = torch.exp(-0.5 * out.hidden * out.hidden) / math.sqrt(2.0 * math.pi)
         gelu_grad = cdf + out.hidden * pdf  # [N, 62, hidden]
         features = self.net.backbone.num_features
-        # d change_a / d f_a = sigmoid(logit_a) * (gelu'(hidden_a) * w_a) @ M[:, :C]
-        grad = ((gelu_grad * self.area_weight) @ self.mix.weight[:, :features]) * torch.sigmoid(out.logits)[..., None]
+        # d change_a / d f_a = [raw_a > 0] sigmoid(logit_a) (gelu'(hidden_a) * w_a) @ M[:, :C]; g(0, b) has no f_a
+        active = torch.sigmoid(out.logits) * (out.raw > 0).to(out.raw.dtype)
+        grad = ((gelu_grad * self.area_weight) @ self.mix.weight[:, :features]) * active[..., None]
         n, channels, height, width = out.maps.shape
         projected = (grad * shown[..., None]) @ out.maps.flatten(2)  # [N, 62, h*w]
         return (out.attention * projected).sum(dim=1).reshape(n, height, width)

@@ -145,6 +145,29 @@ def film_features(net, canvases: np.ndarray, tune_last_stage: bool, progress: Ca
     return np.concatenate(parts)
 
 
+def _cached_features(net, canvases: np.ndarray, samples: list[Sample], weights: str, tune_last_stage: bool,  # noqa: ANN001
+                     progress: Callable) -> np.ndarray:  # fmt: skip
+    """:func:`film_features`, kept beside the data set's prepared canvases (keyed by the backbone's weights
+    and the films), so a second fit on the same set starts at once."""
+    import hashlib
+
+    from .datasets import CACHE_DIR
+
+    key = hashlib.sha256(json.dumps([weights, tune_last_stage, [str(s.path.resolve()) for s in samples]]).encode())
+    cache = samples[0].path.parent.parent / CACHE_DIR / f"paired-features-{key.hexdigest()[:20]}.npy"
+    if cache.is_file():
+        return np.load(cache, mmap_mode="r")
+    features = film_features(net, canvases, tune_last_stage, progress)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        partial = cache.with_name(cache.name + ".partial.npy")
+        np.save(partial, features)
+        partial.replace(cache)
+    except OSError:
+        pass  # a read-only data set: no cache
+    return features
+
+
 def _changes(net, features: np.ndarray, part: Pairs, tune_last_stage: bool):  # noqa: ANN001, ANN202
     before = torch.from_numpy(features[part.first].astype(np.float32))
     after = torch.from_numpy(features[part.second].astype(np.float32))
@@ -209,7 +232,7 @@ def fit_change(
     train_samples, val_samples = patient_split(samples, val_fraction, seed)
     val_ids = {s.patient_id for s in val_samples}
     canvases = load_canvases(samples, info.preprocessing, progress=lambda it: progress(it, desc="canvases"))
-    features = film_features(net, canvases, tune_last_stage, progress)
+    features = _cached_features(net, canvases, samples, info.weights_sha256, tune_last_stage, progress)
     del canvases
     _freeze(net, tune_last_stage)
     pairs = longitudinal_pairs(samples, grades)
@@ -253,7 +276,7 @@ def fit_change(
         losses = []
         for begin in progress(range(0, len(chosen), batch_size), desc=f"epoch {epoch + 1}/{epochs}"):
             part = chosen.take(np.arange(begin, min(begin + batch_size, len(chosen))))
-            predicted = _changes(net, features, part, tune_last_stage).areas
+            predicted = _changes(net, features, part, tune_last_stage).raw
             loss = change_loss(predicted, torch.from_numpy(part.change.astype(np.float32)))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
