@@ -33,9 +33,10 @@ def test_default_bundle_is_an_ensemble_of_two_architectures() -> None:
 
 
 def test_default_bundle_is_small() -> None:
-    """Two members (MobileNetV2-0.5 and ResNet-10-T, FP32) stay well below the onnxruntime wheel itself."""
+    """Two members (ResNet-10-T and RegNetX-200MF, FP32: 30 MB) and the paired graph, which carries its own
+    copy of the ResNet-10-T backbone (20 MB), stay within 52 MB."""
     size = sum(p.stat().st_size for p in default_bundle_path().iterdir())
-    assert size <= 32 * 1024 * 1024
+    assert size <= 52 * 1024 * 1024
 
 
 def test_readme_main_command_scores_the_sample(tmp_path: Path) -> None:

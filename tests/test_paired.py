@@ -131,3 +131,17 @@ def test_fit_change_trains_resumes_and_progression_uses_the_paired_route(tmp_pat
     assert all(v >= 0 for p in pairs for v in p["per_area"].values())
     assert all((tmp_path / "out" / name).is_file() for p in pairs for name in p["change_overlays"])
     assert all(p["change"]["total"] == pytest.approx(sum(p["per_area"].values()), abs=0.05) for p in pairs)
+
+
+def test_a_damaged_paired_graph_is_refused_when_opened(paired_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(paired_bundle, copy)
+    data = bytearray((copy / "change.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "change.onnx").write_bytes(bytes(data))
+    bundle = load_bundle(copy)  # single films can still be scored
+    with pytest.raises(BundleError, match="checksum mismatch for change.onnx"):
+        RuntimePairedGraph(bundle)
+    (copy / "change.onnx").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(copy)

@@ -139,7 +139,8 @@ def test_the_change_calibration_covers_at_its_level_on_new_patients() -> None:
     calibration = fit_change(_sittings(300, 2.0, 1), seed=0, level=0.9)
     metrics = change_metrics(_sittings(600, 2.0, 2), calibration, bootstrap=0)
     assert abs(metrics["interval"]["coverage"] - 0.9) <= 0.03
-    assert metrics["sdc_for_flags"] == pytest.approx(calibration.sdc, abs=1e-3)
+    assert metrics["progression_threshold"] == pytest.approx(calibration.progression_threshold, abs=1e-3)
+    assert abs(calibration.zero_level) < 0.3  # film noise is symmetric: no change lies near 0
     assert calibration.sdc == pytest.approx(1.96 * 2 * 2.0 / np.sqrt(2), rel=0.1)
 
 
@@ -171,7 +172,7 @@ def test_progression_pairs_each_patients_visits_and_pseudonymises(
     for path in (visits / "images").glob("*.dcm"):
         if "-R1" not in path.name and not (path.name.startswith("S41-00002") and "-V1" not in path.name):
             shutil.copy(path, folder / path.name)  # patient 2 keeps its baseline only
-    done = run_cli("svdh-run", "progression", str(folder), "--json", "--model", str(calibrated),
+    done = run_cli("svdh-run", "progression", str(folder), "--json", "--model", str(calibrated), "--order", "blinded",
                    "--pseudonym-key", str(tmp_path / "key"), "--out", str(tmp_path / "out"), "--no-paths")  # fmt: skip
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
@@ -208,6 +209,7 @@ def test_an_explicit_pair_scores_exactly_those_films(visits: Path, calibrated: P
     assert record["patient"] == stem  # --include-phi
     (pair,) = record["pairs"]
     assert pair["kind"] == "explicit" and pair["change"]["years"] == 0.0 and pair["change"]["per_year"] is None
+    assert pair["route"] == "paired"  # the shipped bundle reads the two films side by side
     other = next(p for p in images.glob("*-V2*.dcm") if not p.name.startswith(stem))
     refused = run_cli("svdh-run", "progression", "--baseline", str(images / f"{stem}-V1.dcm"), "--followup",
                       str(other), "--model", str(calibrated))  # fmt: skip
@@ -221,7 +223,7 @@ def test_pictures_need_an_explicit_pair(visits: Path, calibrated: Path, tmp_path
     for path in (visits / "images").glob("S41-00000-V[12]*"):
         if "-R1" not in path.name:
             shutil.copy(path, folder / path.name)
-    done = run_cli("svdh-run", "progression", str(folder), "--json", "--model", str(calibrated),
+    done = run_cli("svdh-run", "progression", str(folder), "--json", "--model", str(calibrated), "--order", "blinded",
                    "--pseudonym-key", str(tmp_path / "key"))  # fmt: skip
     assert done.returncode == 2
     assert "photo.png: no PatientID" in done.stderr and "Traceback" not in done.stderr

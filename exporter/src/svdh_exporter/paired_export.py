@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdh_runtime.bundle import load_bundle, sha256_file
+from svdh_runtime.bundle import MODEL_FILE, load_bundle, sha256_file
 from svdh_runtime.errors import BundleError
 from svdh_runtime.files import atomic_write_bytes
 from svdh_runtime.manifest import MANIFEST_NAME, PAIRED_FILE, PairedSpec
@@ -104,6 +104,7 @@ def add_paired_graph(checkpoint: Path, bundle_dir: Path, log: Callable[[str], No
     samples = [rng.standard_normal((3, *shape[1:]), dtype=np.float32) for _ in range(2)]
     report = check_paired(graph, staging.read_bytes(), *samples)
     log(f"ONNX Runtime matches torch: {report}")
+    staging.chmod((Path(bundle_dir) / MODEL_FILE).stat().st_mode & 0o777)  # shared like the bundle's model
     staging.replace(path)
     if manifest.outputs.change_for("paired") is not None:
         log("the bundle's paired-route calibration was for another paired graph: dropped; calibrate again")

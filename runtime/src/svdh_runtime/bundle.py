@@ -43,7 +43,9 @@ class Bundle:
 
 
 def load_bundle(path: Path | None = None) -> Bundle:
-    """Read a bundle and check every file's sha256 against the manifest before use."""
+    """Read a bundle and check every file's sha256 against the manifest before use. The paired graph
+    (``change.onnx``) is checked when it is opened (:class:`svdh_runtime.paired.PairedGraph`): scoring single
+    films does not read it."""
     root = Path(path) if path is not None else default_bundle_path()
     if not root.is_dir():
         hint = " (the default bundle is missing: reinstall svdh-runtime)" if path is None else ""
@@ -52,12 +54,17 @@ def load_bundle(path: Path | None = None) -> Bundle:
     if MODEL_FILE not in manifest.files:
         raise BundleError(f"{root}: manifest lists no {MODEL_FILE}")
     model_bytes = b""
+    paired = manifest.outputs.paired.file if manifest.outputs.paired is not None else None
     for name, expected in manifest.files.items():
         file = (root / name).resolve()
         if root.resolve() not in file.parents:
             raise BundleError(f"{root}: manifest names a file outside the bundle: {name}")
         if file.exists() and not file.is_file():
             raise BundleError(f"{root}: {name} is not a regular file")
+        if name == paired:
+            if not file.is_file():
+                raise BundleError(f"{root}: {name} is listed in the manifest but missing")
+            continue
         try:
             data = file.read_bytes()
         except OSError:

@@ -4,7 +4,8 @@ A bundle calibrated on a longitudinal folder (``svdh-train calibrate``) carries
 a :class:`~svdh_runtime.manifest.ChangeCalibration`: the smallest detectable
 change (SDC) it measured from retest films, and split-conformal residuals of
 its changes against the true changes. A change is a *progression* when it
-exceeds the SDC: re-filming the same hands alone gives a larger change less
+exceeds the route's no-change level (the mean change between two films of one
+day) plus the SDC: re-filming the same hands alone gives a larger change less
 than 5 % of the time (two-sided).
 """
 
@@ -26,6 +27,7 @@ class Change:
     years: float | None  # between the two sittings' dates; None when a date is missing
     interval: Interval | None  # None for an uncalibrated bundle
     sdc: float | None
+    threshold: float | None = None  # a change above it is a progression (zero level + SDC); None: uncalibrated
 
     @property
     def per_year(self) -> float | None:
@@ -35,8 +37,8 @@ class Change:
 
     @property
     def progressor(self) -> bool | None:
-        """True when the change exceeds the bundle's SDC; None when the bundle has measured none."""
-        return None if self.sdc is None else self.total > self.sdc
+        """True when the change exceeds the route's no-change level plus its SDC; None when uncalibrated."""
+        return None if self.threshold is None else self.total > self.threshold
 
     def to_dict(self) -> dict:
         low = high = level = None
@@ -51,6 +53,7 @@ class Change:
             "years": None if self.years is None else round(self.years, 3),
             "per_year": None if per_year is None else round(per_year, 3),
             "sdc": None if self.sdc is None else round(self.sdc, 3),
+            "progression_threshold": None if self.threshold is None else round(self.threshold, 3),
             "progressor": self.progressor,
         }
 
@@ -70,4 +73,5 @@ def measure_change(
     if calibration is None:
         return Change(total, years, None, None)
     chosen = calibration.level if level is None else level
-    return Change(total, years, change_interval(calibration, total, mean_score, chosen), calibration.sdc)
+    interval = change_interval(calibration, total, mean_score, chosen)
+    return Change(total, years, interval, calibration.sdc, calibration.progression_threshold)

@@ -176,8 +176,11 @@ class ChangeCalibration:
 
     ``sdc`` is the smallest detectable change (Bruynesteijn et al., Ann Rheum Dis 2005): ``1.96 * SD(d) /
     sqrt(2)``, where ``d`` is, for each pair of visits filmed twice, the change measured on the first films
-    minus the change measured on the retest films. A change above it is larger than 95 % of what
-    re-filming alone produces. The change's interval is split-conformal like the scores'
+    minus the change measured on the retest films. ``zero_level`` is where "no change" lies for the route:
+    the mean change it measured between two films of one day (0 for the difference route up to noise; the
+    paired route's per-area changes are never negative, so their noise adds up above 0). A change is a
+    progression when it exceeds ``zero_level + sdc``: more than 95 % of what re-filming alone produces. The
+    change's interval is split-conformal like the scores'
     (:mod:`svdh_runtime.change`): ``change -+ q * (base + per_point * the pair's mean score)``.
     """
 
@@ -188,6 +191,12 @@ class ChangeCalibration:
     per_point: float
     scores: tuple[float, ...]  # sorted |true change - change| / difficulty of the calibration pairs
     level: float = DEFAULT_INTERVAL_LEVEL
+    zero_level: float = 0.0  # the mean change between two films of one day
+
+    @property
+    def progression_threshold(self) -> float:
+        """A change above this is a progression."""
+        return self.zero_level + self.sdc
 
     def __post_init__(self) -> None:
         if self.route not in CHANGE_ROUTES:

@@ -46,7 +46,10 @@ class PairedGraph:
         spec = bundle.manifest.outputs.paired
         if spec is None:
             raise BundleError(f"{bundle.path}: the bundle has no paired graph")
-        data = (bundle.path / spec.file).read_bytes()
+        path = bundle.path / spec.file
+        if bundle.path.resolve() not in path.resolve().parents or not path.is_file():
+            raise BundleError(f"{bundle.path}: {spec.file} is missing or not a regular file inside the bundle")
+        data = path.read_bytes()
         if sha256_bytes(data) != bundle.manifest.files.get(spec.file):
             raise BundleError(f"{bundle.path}: checksum mismatch for {spec.file}; the bundle is damaged or was altered")
         options = ort.SessionOptions()

@@ -72,6 +72,7 @@ def calibrate_bundle(
             change.route: {
                 "sdc": change.sdc,
                 "sdc_pairs": change.sdc_pairs,
+                "zero_level": change.zero_level,
                 "residuals": len(change.scores),
                 "quantile": round(change.quantile(level), 4),
             }

@@ -215,10 +215,11 @@ def change_metrics(
     same = routed(same_visit_pairs(sittings), measure)
     if len(pairs) < 2:
         return {}
-    sdc = calibration.sdc if calibration is not None else None
+    flag_threshold = calibration.progression_threshold if calibration is not None else None
     patients = sorted({p.patient for p in pairs})
     measured_sdc = smallest_detectable_change(*_retest_changes(retests)) if len(retests) >= 2 else float("nan")
-    threshold_sdc = sdc if sdc is not None else measured_sdc
+    zero_level = float(np.mean([p.model for p in same])) if same else 0.0
+    threshold_sdc = flag_threshold if flag_threshold is not None else zero_level + measured_sdc
 
     pairs_of, retests_of, same_of = defaultdict(list), defaultdict(list), defaultdict(list)
     for p in pairs:
@@ -255,8 +256,9 @@ def change_metrics(
         "truth": "exact" if all(math.isfinite(p.exact) for p in pairs) else "readers_mean",
         "progressor_threshold": threshold,
         "progressors": int(sum(p.truth >= threshold for p in pairs)),
-        "sdc_for_flags": None if not math.isfinite(threshold_sdc) else round(threshold_sdc, 3),
-        "sdc_for_flags_from": "bundle" if sdc is not None else "this set",
+        "zero_level": round(zero_level, 4),
+        "progression_threshold": None if not math.isfinite(threshold_sdc) else round(threshold_sdc, 3),
+        "progression_threshold_from": "bundle" if flag_threshold is not None else "this set",
     }
     cis = _bootstrap(figures, patients, bootstrap, seed) if bootstrap else {}
     for name, value in point.items():
@@ -347,6 +349,7 @@ def fit_change(
     design = np.stack([np.ones_like(level_score), np.maximum(level_score, 0)], axis=1)
     base, per_point = non_negative_least_squares(design[first], error[first])
     base = max(float(base), 0.05 * max(float(error[first].mean()), 1e-3))
+    same = routed(same_visit_pairs(sittings), measure)
     scores = np.sort(error[~first] / (base + per_point * np.maximum(level_score[~first], 0)))
     return ChangeCalibration(
         route="difference" if measure is None else "paired",
@@ -356,6 +359,7 @@ def fit_change(
         per_point=round(float(per_point), 6),
         scores=tuple(round(float(v), 5) for v in scores),
         level=level,
+        zero_level=round(float(np.mean([p.model for p in same])), 4) if same else 0.0,
     )
 
 

@@ -112,13 +112,15 @@ def change_markdown(change: dict | None) -> list[str]:
         ("mean change - true change", "bias", None),
         (f"AUC, true change >= {change['progressor_threshold']:g}", "auc", mean.get("auc")),
         ("SDC (Bruynesteijn, retests; readers: A vs B, k = 2)", "sdc", readers.get("sdc_readers_mean")),
-        ("false progression on retests (change > SDC)", "false_progression", None),
+        ("false progression on retests (change > threshold)", "false_progression", None),
     ]
     for label, key, theirs in rows:
         if key in change and change[key] is not None:
             lines.append(f"| {label} | {_with_ci(change, key)} | {'' if theirs is None else f'{theirs:.3f}'} |")
-    if change.get("sdc_for_flags") is not None:
-        lines += ["", f"Progressor flags use an SDC of {change['sdc_for_flags']:.2f} ({change['sdc_for_flags_from']})."]
+    if change.get("progression_threshold") is not None:
+        lines += ["", f"A change above {change['progression_threshold']:.2f} is flagged as progression (no-change level "
+                  f"plus SDC, from {change['progression_threshold_from']}); the mean change between two films of one "
+                  f"day here: {change['zero_level']:.2f}."]  # fmt: skip
     if "interval" in change:
         figures = change["interval"]
         lines.append(f"Change intervals: {figures['coverage']:.1%} coverage at {figures['level']:.0%}, "
