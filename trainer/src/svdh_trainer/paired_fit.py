@@ -123,21 +123,14 @@ def validation_pairs(pairs: Pairs) -> Pairs:
     return pairs.take(np.flatnonzero(keep))
 
 
-RAW_WEIGHT = 0.1
-
-
 def change_loss(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Huber loss of every shown area's change as the network reports it (``max(0, raw)``) and the squared
-    error of their total: an unchanged area is pushed below zero, so noise does not add up into a change. A
-    light Huber loss on ``raw`` itself keeps every area's gradient alive."""
+    """Huber loss of every shown area's change before the clip (``raw``: every area keeps its gradient), plus
+    the squared error of the total change (scaled). (Taking the loss after the clip, to push unchanged areas
+    below zero, validated worse: reports/progression.)"""
     shown = torch.isfinite(target)
     target = torch.nan_to_num(target)
-    reported = torch.relu(raw)
-    huber = torch.nn.functional.huber_loss
-    per_area = huber(reported[shown], target[shown], delta=0.5) + RAW_WEIGHT * huber(
-        raw[shown], target[shown], delta=0.5
-    )
-    total = ((reported * shown).sum(dim=1) - target.sum(dim=1)) / 4.0
+    per_area = torch.nn.functional.huber_loss(raw[shown], target[shown], delta=0.5)
+    total = ((raw * shown).sum(dim=1) - target.sum(dim=1)) / 4.0
     return per_area + 0.5 * (total * total).mean()
 
 
