@@ -223,7 +223,9 @@ def _print(record: dict, as_json: bool) -> None:
         if change.get("per_year") is not None:
             parts.append(f"{change['per_year']:+.1f}/year")
         if change.get("progressor") is not None:
-            parts.append(f"{'progression' if change['progressor'] else 'no progression'} (SDC {change['sdc']:.2f})")
+            parts.append(
+                f"{'progression' if change['progressor'] else 'no progression'} (threshold {change['progression_threshold']:.2f})"
+            )
         print(f"{head}: {' '.join(parts)}", flush=True)
 
 
