@@ -117,6 +117,11 @@ def test_fit_change_trains_resumes_and_progression_uses_the_paired_route(tmp_pat
     assert spec["provenance"]["targets"].startswith("exact") and (run / "state").is_dir()
     fit_change(data, start, run, epochs=2, batch_size=4, val_fraction=0.25, resume=True, log=lambda _: None)
     assert len((run / "history.jsonl").read_text().splitlines()) == 2
+    tuned = tmp_path / "tuned"  # the last stage trained too: it moves, the trunk before it does not
+    fit_change(data, start, tuned, epochs=1, batch_size=4, val_fraction=0.25, tune_last_stage=True, log=lambda _: None)
+    before, after = load_paired(run / "best")[0].state_dict(), load_paired(tuned / "last")[0].state_dict()
+    first, last = "net.backbone.layer1.0.conv1.weight", "net.backbone.layer4.0.conv1.weight"
+    assert torch.equal(before[first], after[first]) and not torch.equal(before[last], after[last])
     first_films = tmp_path / "first-films"  # each visit's first films (a retest is a study of its own)
     first_films.mkdir()
     for path in (data / "images").glob("*.dcm"):
