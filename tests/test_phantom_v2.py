@@ -23,11 +23,30 @@ from svdh_trainer.phantom.readers import READERS, ReaderProfile, read_grade
 from svdh_trainer.phantom.render import path_lengths
 
 # SHA-256 of images, labels.csv and joints.json of generate(OUT, 3, 5, ...) as version 1 wrote them
-# (computed with the generator before version 2 existed)
+# (computed with the generator before version 2 existed). numpy picks its transcendental functions by the
+# CPU's vector extensions, and their last bits differ, so the bytes are recorded per class of CPU: both
+# were made by the version-1 code (commit 82f57c1~1) on a machine of that class.
 VERSION_1 = {
-    ("both", "default"): "f22ecb13cb8e0692910c40a1ca31f1be2a9484091f5edcba280309eaa62913f7",
-    ("single", "shifted"): "e781cce1273e7a2dc1a8306ec8f754de9383fcf4b9f310479574ff507f5bf2c2",
+    "avx512": {
+        ("both", "default"): "f22ecb13cb8e0692910c40a1ca31f1be2a9484091f5edcba280309eaa62913f7",
+        ("single", "shifted"): "e781cce1273e7a2dc1a8306ec8f754de9383fcf4b9f310479574ff507f5bf2c2",
+    },
+    "avx2": {
+        ("both", "default"): "1541faa3e5f0b7e45b034d502e3672f58bf64a42cf77e895ec4f90aa570fd506",
+        ("single", "shifted"): "526ed3ae3ee465e65020f167bece8c3367895aea7cf9019ac10666bb03baddcf",
+    },
 }
+
+
+def _cpu_class() -> str | None:
+    """The class of numpy's vector code on this CPU: avx512, avx2, or None (no digest recorded)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        return None
+    if features.get("AVX512_SKX") or features.get("X86_V4"):
+        return "avx512"
+    return "avx2" if features.get("AVX2") and features.get("FMA3") else None
 
 
 def _digest(folder: Path) -> str:
@@ -52,10 +71,13 @@ def realistic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("layout", "preset"), list(VERSION_1))
+@pytest.mark.parametrize(("layout", "preset"), list(VERSION_1["avx2"]))
 def test_realism_1_reproduces_the_version_1_bytes(layout: str, preset: str, tmp_path: Path) -> None:
+    cpu = _cpu_class()
+    if cpu is None:
+        pytest.skip("no version-1 digest is recorded for this CPU's vector extensions")
     generate(tmp_path, 3, 5, layout=layout, preset=preset, workers=1, realism=1)
-    assert _digest(tmp_path) == VERSION_1[(layout, preset)]
+    assert _digest(tmp_path) == VERSION_1[cpu][(layout, preset)]
     assert not (tmp_path / "truth.csv").exists() and not (tmp_path / "readers.csv").exists()
 
 
