@@ -12,7 +12,12 @@ a run stages measured later could be 50 % slower, so):
       with ``--out``, which also writes the overlay and reports, is measured and shown, not gated);
     - a cold ``svdh-run`` of a 2500x2000 JPEG 2000 lossless DICOM <= 1.0 s;
     - where a GPU and a TensorRT engine are present: TensorRT FP16 batch-1 model time
-      <= 0.5 x torch eager FP32 batch-1 on the same GPU.
+      <= 0.5 x torch eager FP32 batch-1 on the same GPU;
+    - batch throughput of ``svdh-run FOLDER --out DIR`` (overlays, JSON, results log, report) >= 0.75 x the
+      bare loop's (``bare_loop.py``: pydicom, Pillow, one ONNX Runtime session, nothing written) on the same
+      60 images, fastest round of each (goal 0.9).
+Shown, not gated: ``--json`` throughput against the bare loop (goal 1.0), cold ``svdh-run sample.dcm``
+against the bare script on the same file (goal 1.1), INT8 against FP32 model time at batch 1 and 8 (goal 0.6).
 Medians are printed and saved beside the minima.
 The stage benchmarks run first, in their own process, so that the torch
 baselines' worker threads cannot slow them. Writes ``results/stages.json``,
@@ -31,10 +36,34 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SUITES = {"stages": "test_runtime_stages.py", "backends": "test_backends.py"}
+SUITES = {"stages": "test_runtime_stages.py", "throughput": "test_throughput.py", "backends": "test_backends.py"}
 MAX_OVERHEAD = 1.2
 MAX_COLD_S = 1.0
 MAX_TENSORRT_VS_TORCH = 0.5
+MIN_OUT_THROUGHPUT = 0.75  # svdh-run --out against the bare loop
+
+
+def _extra(paths: list[Path], name: str) -> dict:
+    for path in paths:
+        for bench in json.loads(path.read_text(encoding="utf-8"))["benchmarks"]:
+            if bench["name"] == name:
+                return bench.get("extra_info", {})
+    return {}
+
+
+def throughput(paths: list[Path]) -> dict[str, float]:
+    """Ratios from the whole-process rounds, fastest round of each command: throughput of ``--out`` and of
+    ``--json`` against the bare loop (higher is better), cold ``svdh-run`` time against the bare script's."""
+    ratios = {}
+    batch = _extra(paths, "test_batch_throughput")
+    if batch.get("bare_s"):
+        ratios["out_vs_bare"] = min(batch["bare_s"]) / min(batch["out_s"])
+        ratios["json_vs_bare"] = min(batch["bare_s"]) / min(batch["json_s"])
+        ratios["images_per_s"] = {k: batch["images"] / min(batch[f"{k}_s"]) for k in ("bare", "json", "out")}
+    cold = _extra(paths, "test_cold_start_against_bare_script")
+    if cold.get("bare_s"):
+        ratios["cold_vs_bare"] = min(cold["svdh_run_s"]) / min(cold["bare_s"])
+    return ratios
 
 
 def paired_overhead(paths: list[Path]) -> float | None:
@@ -57,9 +86,11 @@ def statistic(paths: list[Path], name: str = "median") -> dict[str, float]:
     return times
 
 
-def check(times: dict[str, float], paired: float | None = None) -> list[tuple[str, float, float, bool]]:
+def check(
+    times: dict[str, float], paired: float | None = None, flow: dict | None = None
+) -> list[tuple[str, float, float, bool]]:
     """(rule, measured, limit, passed) for every rule whose benchmarks ran (``times``: seconds per benchmark;
-    ``paired``: the back-to-back overhead ratio, used when measured)."""
+    ``paired``: the back-to-back overhead ratio, used when measured; ``flow``: :func:`throughput`)."""
     rules = []
     stages = ("test_read_dicom", "test_preprocess", "test_inference_batch1", "test_warm_end_to_end")
     if paired is not None:
@@ -77,7 +108,11 @@ def check(times: dict[str, float], paired: float | None = None) -> list[tuple[st
     tensorrt, torch = times.get("test_model[tensorrt-fp16-b1]"), times.get("test_model[torch-eager-fp32-cuda-b1]")
     if tensorrt is not None and torch is not None:
         rules.append(("TensorRT FP16 / torch eager FP32, batch 1, same GPU", tensorrt / torch, MAX_TENSORRT_VS_TORCH))
-    return [(rule, value, limit, value <= limit) for rule, value, limit in rules]
+    checked = [(rule, value, limit, value <= limit) for rule, value, limit in rules]
+    if flow and "out_vs_bare" in flow:  # a floor, not a ceiling
+        rule = "svdh-run --out throughput / bare loop's, 60 images (at least)"
+        checked.append((rule, flow["out_vs_bare"], MIN_OUT_THROUGHPUT, flow["out_vs_bare"] >= MIN_OUT_THROUGHPUT))
+    return checked
 
 
 def backend_table(times: dict[str, float]) -> list[str]:
@@ -114,10 +149,23 @@ def main() -> int:
     paths = args.check or run_suites()
     times, fastest = statistic(paths, "median"), statistic(paths, "min")
     for label, values in (("medians", times), ("fastest", fastest)):
-        stages = {k.removeprefix("test_"): v * 1000 for k, v in values.items() if "[" not in k}
+        rounds = ("test_batch_throughput", "test_cold_start_against_bare_script")  # printed as ratios below
+        stages = {k.removeprefix("test_"): v * 1000 for k, v in values.items() if "[" not in k and k not in rounds}
         print(f"stage {label} (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     print("\n".join(backend_table(times)))
-    results = check(fastest, paired_overhead(paths))
+    flow = throughput(paths)
+    if flow:
+        print(
+            "throughput (images/s, fastest round): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in flow.get("images_per_s", {}).items())
+            + f"; --json / bare {flow.get('json_vs_bare', float('nan')):.2f} (goal 1.0)"
+            + f"; cold svdh-run / bare script {flow.get('cold_vs_bare', float('nan')):.2f} (goal 1.1)"
+        )
+    for batch in (1, 8):
+        fp32, int8 = times.get(f"test_cpu_model_time[fp32-{batch}]"), times.get(f"test_cpu_model_time[int8-{batch}]")
+        if fp32 and int8:
+            print(f"INT8 / FP32 model time, batch {batch}: {int8 / fp32:.2f} (goal 0.6)")
+    results = check(fastest, paired_overhead(paths), flow)
     failed = False
     for rule, value, limit, passed in results:
         print(f"{'PASS' if passed else 'FAIL'}  {rule}: {value:.3f} (limit {limit})")
@@ -130,6 +178,7 @@ def main() -> int:
         },
         "medians_ms": {k: round(v * 1000, 3) for k, v in times.items()},
         "minima_ms": {k: round(v * 1000, 3) for k, v in fastest.items()},
+        "throughput": flow,
         "rules": [{"rule": r, "value": round(v, 4), "limit": lim, "passed": p} for r, v, lim, p in results],
     }
     RESULTS.mkdir(exist_ok=True)

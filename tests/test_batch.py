@@ -45,7 +45,7 @@ def test_folder_run_writes_one_record_per_input_and_summaries(folder: Path, tmp_
     statuses = {Path(r["source"]).name: r["status"] for r in records}
     assert sum(s == "ok" for s in statuses.values()) == 12
     assert statuses["broken.png"] == "error" and statuses["notes.txt"] == "skipped"
-    assert len(list(out.glob("*.overlay.png"))) == 12
+    assert len(list(out.glob("*.overlay.jpg"))) == 12
     summary = (out / "summary.csv").read_text().splitlines()
     assert len(summary) == 15 and summary[0].startswith("source,status,score")
     report = (out / "report.html").read_text()

@@ -50,4 +50,4 @@ def test_readme_main_command_scores_the_sample(tmp_path: Path) -> None:
     assert "SvdH" in done.stdout
     record = json.loads((tmp_path / "sample.json").read_text())
     assert record["status"] == "ok" and 0 <= record["score"] <= 280
-    assert (tmp_path / "sample.overlay.png").stat().st_size > 10_000
+    assert (tmp_path / "sample.overlay.jpg").stat().st_size > 10_000

@@ -40,9 +40,9 @@ def test_runtime_reproduces_the_torch_model(phantoms: Path, trained: Path, bundl
         assert record["model"]["name"] == "tiny-test-model"
         assert 0.0 <= record["score"] <= 280.0
         overlay = Path(record["overlay"])
-        assert overlay.is_file() and overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert overlay.is_file() and overlay.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
         assert (
-            json.loads((tmp_path / f"{overlay.name.removesuffix('.overlay.png')}.json").read_text())["score"]
+            json.loads((tmp_path / f"{overlay.name.removesuffix('.overlay.jpg')}.json").read_text())["score"]
             == record["score"]
         )
 

@@ -279,7 +279,7 @@ def test_results_that_cannot_be_written_stop_the_run_in_one_line_and_leave_nothi
     out = tmp_path / "out"
     code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.cli import main; main()"
     args = [str(images), "--model", str(bundle), "--out", str(out), "--dicom-results", "--json"]
-    # the overlay PNG (~0.6 MB) and the SR fit under 1 MB, the Secondary Capture (~2.5 MB) does not
+    # the overlay (~0.1 MB) and the SR fit under 1 MB, the Secondary Capture (~2.5 MB) does not
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
                           preexec_fn=lambda: _file_size_limit(1 << 20))  # fmt: skip
     assert done.returncode == 1, done.stderr

@@ -55,7 +55,7 @@ def test_no_paths_keeps_file_and_folder_names_out_of_every_output(
     assert by_status["ok"]["source"] == path_label(good)
     assert by_status["ok"]["sop_instance_uid"] == pydicom.dcmread(good).SOPInstanceUID
     assert by_status["error"]["reason"].startswith(path_label(named_after_patients / "Jane_Doe" / "Jane_Doe_hands.dcm"))
-    assert (out / f"{path_label(good)}.overlay.png").is_file() and (out / f"{path_label(good)}.sr.dcm").is_file()
+    assert (out / f"{path_label(good)}.overlay.jpg").is_file() and (out / f"{path_label(good)}.sr.dcm").is_file()
     again = run_cli(*args)  # the hash is stable: the rerun resumes
     assert "1 input(s) already scored" in again.stderr
 

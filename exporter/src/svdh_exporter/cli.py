@@ -93,6 +93,45 @@ def fp16_command(
     err(f"wrote {bundle / 'model.fp16.onnx'}: {check}")
 
 
+@app.command("int8")
+def int8_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    calibration: Annotated[
+        list[Path],
+        typer.Option(
+            "--calibration",
+            "-c",
+            help="Radiographs (files or folders; repeat) to calibrate the INT8 model on and to check it against "
+            "FP32. A few dozen typical of the site's images.",
+        ),
+    ],
+    allow_slower: Annotated[
+        bool,
+        typer.Option(
+            "--allow-slower",
+            help="Keep the INT8 model even when it is not faster on this machine (exporting here for another CPU).",
+        ),
+    ] = False,
+) -> None:
+    """Add model.int8.onnx (ONNX Runtime static INT8, for CPUs) to BUNDLE when it matches FP32 within the FP16
+    tolerances on the calibration images and is faster on this CPU; `svdh-run --backend auto` then uses it on
+    CPUs."""
+    from svdh_runtime.discovery import discover
+
+    from .int8 import write_int8
+
+    images = discover(calibration).images
+    if not images:
+        raise typer.BadParameter("no radiographs found", param_hint="--calibration")
+    err(f"calibrating INT8 on {len(images)} image(s)")
+    check = write_int8(bundle, images, say=err, require_faster=not allow_slower)
+    speed = check["speed_cpu"]
+    err(
+        f"wrote {bundle / 'model.int8.onnx'}: {check['int8_convolutions']} convolutions INT8; "
+        f"model time INT8/FP32 {speed['batch1']['ratio']:.2f} at batch 1, {speed['batch8']['ratio']:.2f} at batch 8"
+    )
+
+
 @app.command("build-engine")
 def build_engine_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (engines are written to BUNDLE/engines/).")],

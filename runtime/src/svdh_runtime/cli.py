@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -44,6 +45,14 @@ app = typer.Typer(
 )
 
 
+class OverlayFormat(str, Enum):
+    """The overlay picture's format: JPEG (``NAME.overlay.jpg``, quality 90: small and quick to write) or PNG
+    (``NAME.overlay.png``, lossless)."""
+
+    png = "png"
+    jpeg = "jpeg"
+
+
 @app.command(
     epilog="Changes between visits: svdh-run progression. The PACS node: svdh-run serve | status | resend "
     "(each with --help)."
@@ -65,7 +74,7 @@ def run(
         typer.Option(
             "--out",
             "-o",
-            help="Results folder: an overlay PNG and a JSON per image, results.jsonl, summary.csv, report.html. "
+            help="Results folder: an overlay picture and a JSON per image, results.jsonl, summary.csv, report.html. "
             "A rerun skips inputs already in results.jsonl.",
         ),
     ] = None,
@@ -114,6 +123,42 @@ def run(
             help="Level of the score's prediction interval, for bundles calibrated with intervals.",
         ),
     ] = 0.9,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Images per model call. 8 suits GPUs and CPUs alike (on a 2-core CPU: 42 ms per image "
+            "against 50 ms one at a time).",
+        ),
+    ] = 8,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Threads that read and prepare images ahead of the model (default: one per core).",
+            show_default=False,
+        ),
+    ] = None,
+    worker_processes: Annotated[
+        bool,
+        typer.Option(
+            "--worker-processes",
+            help="Prepare in processes instead of threads (for compressed DICOMs whose decoder holds the GIL).",
+        ),
+    ] = False,
+    overlay_format: Annotated[
+        OverlayFormat,
+        typer.Option("--overlay-format", help="With --out: the overlay's format, JPEG (quality 90) or PNG (lossless)."),
+    ] = OverlayFormat.jpeg,
+    overlay_full_size: Annotated[
+        bool,
+        typer.Option(
+            "--overlay-full-size",
+            help="With --out: overlays at the radiograph's size (default: longest side 1024 pixels).",
+        ),
+    ] = False,
     log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
@@ -128,7 +173,7 @@ def run(
         raise typer.BadParameter("cannot be used with --backend onnxruntime", param_hint="--build-engine")
     options = RunOptions(
         out, as_json, rescore, backend.value, threads or None, include_phi, dicom_results, build_engine, names,
-        interval_level,
+        interval_level, batch_size, workers, worker_processes, overlay_format.value, overlay_full_size,
     )  # fmt: skip
     raise typer.Exit(code=_score_all(images, model, options))
 
@@ -145,22 +190,26 @@ class RunOptions:
     build_engine: bool = False
     names: InputNames = field(default_factory=InputNames)  # how inputs are named in the output (--no-paths)
     interval_level: float = 0.9  # level of the score's prediction interval (calibrated bundles)
+    batch_size: int = 8  # images per backend call
+    workers: int | None = None  # preparation workers (None: one per core)
+    worker_processes: bool = False  # prepare in processes, not threads
+    overlay_format: str = "jpeg"
+    overlay_full_size: bool = False  # overlays at the source's size instead of DISPLAY_LONG_SIDE
 
 
 def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     from .batch import RESULTS_NAME, Progress, ResultsLog, claim_output_folder, write_summary
     from .bundle import load_bundle
     from .discovery import discover
+    from .overlay import DISPLAY_LONG_SIDE
+    from .pipeline import Prepared, PreparedStream, Preparer, default_workers, run_pipeline
     from .scoring import Scorer
 
     out = options.out
     if out is not None:
         _refuse_out_holding_inputs(out, images)
     claim = claim_output_folder(out) if out is not None else None  # before any work: a bad --out costs nothing
-    bundle = load_bundle(model)
+    bundle = load_bundle(model, verify_now=False)  # each model file is checked when the backend reads it
     found = discover(images, exclude=out)
     names = options.names
     if found.out_inside_inputs:
@@ -184,24 +233,29 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     failures = _report_unreadable(found.unreadable, options, log)
     used_names = {r["name"] for r in log.records.values() if r.get("name")} if log is not None else set()
     scorer = Scorer(bundle, None, include_phi=options.include_phi, interval_level=options.interval_level)
-    with ThreadPoolExecutor(max_workers=2) as readers:  # decode ahead while the model loads and runs
-        pending: deque = deque()
-        queue = iter(paths)
-        for path in queue:
-            pending.append((path, time.perf_counter(), readers.submit(scorer.prepare_file, path)))
-            if len(pending) >= 4:
-                break
+    workers = default_workers(len(paths)) if options.workers is None else options.workers
+    preparer = Preparer(
+        bundle.manifest.preprocessing,
+        options.include_phi,
+        None if out is None else (0 if options.overlay_full_size else DISPLAY_LONG_SIDE),
+    )
+    # Workers fork before the backend opens (no inference threads yet); the first files are read meanwhile.
+    ahead = 2 * workers + 2 * options.batch_size
+    stream = PreparedStream(paths, preparer, workers, ahead, processes=options.worker_processes)
+    try:
         scorer.backend = backend = _open_backend(bundle, model, options)
         progress = Progress(len(paths))
-        while pending:
-            path, started, future = pending.popleft()
-            next_path = next(queue, None)
-            if next_path is not None:
-                pending.append((next_path, time.perf_counter(), readers.submit(scorer.prepare_file, next_path)))
-            result = scorer.infer(future.result())
+
+        def write(item: Prepared) -> None:
+            nonlocal failures
             with _writing_results(out):
-                failures += _report(result, path, started, bundle, backend.name, options, log, used_names)
-            progress.step(result.status == "ok")
+                failures += _report(item.result, item.path, item.started, bundle, backend.name, options, log,
+                                    used_names)  # fmt: skip
+            progress.step(item.result.status == "ok")
+
+        run_pipeline(stream, scorer, options.batch_size, write)
+    finally:
+        stream.close()
     progress.close()
     backend.close()
     if found.skipped:
@@ -310,7 +364,7 @@ def _report(
     used_names: set[str],
 ) -> int:
     """Write and print one result; returns 1 for a refused input, else 0."""
-    from .overlay import render_overlay, write_overlay
+    from .overlay import DISPLAY_LONG_SIDE, OVERLAY_SUFFIXES, render_overlay, write_overlay
     from .report import result_record, summary_line
 
     out, name, overlay_path, dicom_files, dropped, results_error = options.out, None, None, [], (), None
@@ -318,8 +372,8 @@ def _report(
     result.source, result.reason = names.source(path), names.scrub(result.reason)
     if result.status == "ok" and out is not None:
         name = _unique_stem(names.stem(path), used_names)
-        overlay_path = out / f"{name}.overlay.png"
-        picture = render_overlay(result, bundle.manifest)
+        overlay_path = out / f"{name}.overlay.{OVERLAY_SUFFIXES[options.overlay_format]}"
+        picture = render_overlay(result, bundle.manifest, 0 if options.overlay_full_size else DISPLAY_LONG_SIDE)
         write_overlay(picture, overlay_path)
         if options.dicom_results and result.meta.format == "dicom":
             try:

@@ -116,13 +116,14 @@ def paired_change(
 
 def write_change_overlays(out: Path, stem: str, cams: list, manifest: Manifest, total: float) -> list[str]:
     """Each follow-up film with the change's CAM over it, as ``<stem>[-<n>].change.png``; returns the names."""
-    from .overlay import compose_overlay, write_overlay
+    from .overlay import compose_overlay, display_levels, write_overlay
 
     names = []
     for number, (result, cam) in enumerate(cams, start=1):
         name = f"{stem}{'' if len(cams) == 1 else f'-{number}'}.change.png"
         picture = compose_overlay(
-            result.image.pixels, cam, manifest.preprocessing, result.prepared.box,
+            display_levels(result.image.pixels, manifest.preprocessing), cam, manifest.preprocessing,
+            result.prepared.box,
             f"change {total:+.1f} (paired) - {manifest.name} {manifest.version}", (), result.image.full_shape,
         )  # fmt: skip
         write_overlay(picture, out / name)

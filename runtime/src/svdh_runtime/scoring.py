@@ -17,7 +17,7 @@ from .bundle import Bundle
 from .errors import BackendError, InputError
 from .imageio import ImageMeta, LoadedImage, read_image
 from .intervals import Interval, interval, severity_probabilities
-from .manifest import DEFAULT_INTERVAL_LEVEL, Manifest, check_level, severity_index
+from .manifest import DEFAULT_INTERVAL_LEVEL, Manifest, Preprocessing, check_level, severity_index
 from .per_area import AreaReading, read_areas
 from .preprocess import Prepared, prepare_loaded
 
@@ -53,6 +53,7 @@ class ScoreResult:
     prepared: Prepared | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     ood_distance: float | None = None  # the input gate's distance, when the bundle has one
+    display: np.ndarray | None = None  # the overlay's grey levels (uint8), when made ahead of scoring
 
 
 def interpret(
@@ -109,9 +110,9 @@ def _subtotal_intervals(
 
 
 def gate(outputs: dict[str, np.ndarray], manifest: Manifest) -> tuple[float, str | None] | None:
-    """The input gate of a one-image batch: (distance, reason to reject or None); None without a gate. A graph
-    with the distance but no threshold in its manifest (a gate switched off) gives the distance, never a
-    rejection."""
+    """The input gate of a one-image batch (or one row of a batch, :func:`batch_row`): (distance, reason to
+    reject or None); None without a gate. A graph with the distance but no threshold in its manifest (a gate
+    switched off) gives the distance, never a rejection."""
     threshold = manifest.outputs.ood_threshold
     if "ood_distance" not in outputs:
         if threshold > 0:
@@ -149,23 +150,7 @@ class Scorer:
 
     def prepare_file(self, path: Path) -> ScoreResult:
         """Read and prepare one file (thread-safe; batch runs do this ahead of inference)."""
-        result = ScoreResult(source=str(path), status="error")
-        started = time.perf_counter()
-        spec = self.bundle.manifest.preprocessing
-        try:
-            image = read_image(Path(path), include_phi=self.include_phi, needed=(spec.height, spec.width))
-        except InputError as exc:  # the reader's messages name the file
-            result.reason = str(exc)
-            return result
-        result.image, result.meta = image, image.meta
-        read_done = time.perf_counter()
-        try:
-            result.prepared = prepare_loaded(image, spec)
-        except InputError as exc:  # blank, non-finite, too small: said of this file
-            result.reason = f"{path}: {exc}"
-            return result
-        result.timings_ms = {"read": _ms(read_done - started), "preprocess": _ms(time.perf_counter() - read_done)}
-        return result
+        return prepare_file(path, self.bundle.manifest.preprocessing, self.include_phi)
 
     def predict(self, outputs: dict[str, np.ndarray], result: ScoreResult) -> Prediction:
         """The prediction of a one-image batch's outputs for a prepared ``result``: :func:`interpret` at this
@@ -178,14 +163,29 @@ class Scorer:
 
     def infer(self, result: ScoreResult) -> ScoreResult:
         """Run the model on a prepared result (a refused one is returned as it is)."""
-        if result.prepared is None:
-            return result
+        return self.infer_batch([result])[0]
+
+    def infer_batch(self, results: list[ScoreResult]) -> list[ScoreResult]:
+        """Run the model once on every prepared result of ``results`` (one backend call, batch = how many are
+        prepared); the refused ones are returned as they are. Each image's timing is its share of the call."""
+        ready = [r for r in results if r.prepared is not None]
+        if not ready:
+            return results
         started = time.perf_counter()
-        outputs = self.backend.infer(result.prepared.canvas[None, None])
-        result.timings_ms["inference"] = _ms(time.perf_counter() - started)
+        outputs = self.backend.infer(np.stack([r.prepared.canvas[None] for r in ready]))
+        share = _ms((time.perf_counter() - started) / len(ready))
         problems = output_shape_problems({k: v.shape for k, v in outputs.items()}, self.bundle.manifest.outputs)
+        problems += [f"{name} has {len(v)} rows for {len(ready)} images" for name, v in outputs.items()
+                     if len(v) != len(ready)]  # fmt: skip
         if problems:  # any backend, any batch: never a score from a graph that disagrees with its manifest
             raise BackendError(f"the model does not match its manifest: {'; '.join(problems)}")
+        for row, result in enumerate(ready):
+            result.timings_ms["inference"] = share
+            self._interpret_row(batch_row(outputs, row), result)
+        return results
+
+    def _interpret_row(self, outputs: dict[str, np.ndarray], result: ScoreResult) -> None:
+        """Gate and interpret one image's outputs (a one-image batch) into ``result``."""
         rejection = gate(outputs, self.bundle.manifest)
         log.debug(
             "%s: timings %s ms, input-gate distance %s",
@@ -197,10 +197,34 @@ class Scorer:
             result.ood_distance, reason = rejection
             if reason is not None:
                 result.status, result.reason = "rejected", f"{result.source}: not scored: {reason}"
-                return result
+                return
         result.prediction = self.predict(outputs, result)
         result.status = "ok"
+
+
+def prepare_file(path: Path, spec: Preprocessing, include_phi: bool = False) -> ScoreResult:
+    """Read one file and prepare it for the model; a bad file gives an ``error`` result, never an exception."""
+    result = ScoreResult(source=str(path), status="error")
+    started = time.perf_counter()
+    try:
+        image = read_image(Path(path), include_phi=include_phi, needed=(spec.height, spec.width))
+    except InputError as exc:  # the reader's messages name the file
+        result.reason = str(exc)
         return result
+    result.image, result.meta = image, image.meta
+    read_done = time.perf_counter()
+    try:
+        result.prepared = prepare_loaded(image, spec)
+    except InputError as exc:  # blank, non-finite, too small: said of this file
+        result.reason = f"{path}: {exc}"
+        return result
+    result.timings_ms = {"read": _ms(read_done - started), "preprocess": _ms(time.perf_counter() - read_done)}
+    return result
+
+
+def batch_row(outputs: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
+    """One image's outputs of a batch, as a one-image batch."""
+    return {name: values[row : row + 1] for name, values in outputs.items()}
 
 
 def _ms(seconds: float) -> float:

@@ -8,6 +8,13 @@ from ..errors import BackendError
 from .base import OPTIONAL_OUTPUTS, OUTPUT_NAMES
 
 
+def runs_on_cpu() -> bool:
+    """Whether ONNX Runtime runs on the CPU here (no CUDA execution provider installed)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" not in ort.get_available_providers()
+
+
 class OnnxRuntimeBackend:
     """An ONNX Runtime session over model bytes that were already checksum-verified."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..bundle import Bundle
+from ..bundle import INT8_FILE, MODEL_FILE, Bundle
 from ..engines import ENGINES_DIR, EngineError, find_engine, read_sidecars, read_verified_plan
 from ..errors import BackendError
 from .base import Backend, output_shape_problems
@@ -53,24 +53,32 @@ def _open_tensorrt(bundle: Bundle) -> BackendSelection:
     return BackendSelection(backend, f"{ENGINES_DIR}/{search.sidecar.plan} on {device.describe()}")
 
 
-def _open_onnxruntime(bundle: Bundle, threads: int | None) -> Backend:
-    from .onnxruntime import OnnxRuntimeBackend
+def _open_onnxruntime(bundle: Bundle, threads: int | None, int8: bool = False) -> BackendSelection:
+    """ONNX Runtime on the bundle's FP32 model; with ``int8``, on its INT8 model instead when the bundle has
+    one and ONNX Runtime runs on the CPU here."""
+    from .onnxruntime import OnnxRuntimeBackend, runs_on_cpu
 
-    backend = OnnxRuntimeBackend(bundle.model_bytes, threads=threads)
+    use_int8 = int8 and bundle.has(INT8_FILE) and runs_on_cpu()
+    backend = OnnxRuntimeBackend(bundle.read_verified(INT8_FILE if use_int8 else MODEL_FILE), threads=threads)
+    if use_int8:
+        backend.name += "-int8"
     problems = output_shape_problems(backend.output_shapes, bundle.manifest.outputs)
     if problems:
         backend.close()
         raise BackendError(f"the model does not match its manifest: {'; '.join(problems)}")
-    return backend
+    return BackendSelection(backend, f"{INT8_FILE}, checked against FP32 at export" if use_int8 else "")
 
 
 def select_backend(name: str, bundle: Bundle, threads: int | None = None) -> BackendSelection:
-    """Open the backend ``name`` (``auto``, ``tensorrt`` or ``onnxruntime``) for ``bundle``."""
+    """Open the backend ``name`` (``auto``, ``tensorrt`` or ``onnxruntime``) for ``bundle``. ``auto`` on a
+    CPU runs the bundle's INT8 model when it has one; ``onnxruntime`` always runs the FP32 model."""
     if name == "onnxruntime":
-        return BackendSelection(_open_onnxruntime(bundle, threads), "asked for")
+        return BackendSelection(_open_onnxruntime(bundle, threads).backend, "asked for")
     try:
         return _open_tensorrt(bundle)
     except _NoEngine as exc:
         if name == "tensorrt":
             raise EngineError(f"cannot use TensorRT: {exc}") from None
-        return BackendSelection(_open_onnxruntime(bundle, threads), f"TensorRT not used: {exc}")
+        selection = _open_onnxruntime(bundle, threads, int8=True)
+        note = f"{selection.reason}; " if selection.reason else ""
+        return BackendSelection(selection.backend, f"{note}TensorRT not used: {exc}")
