@@ -219,3 +219,25 @@ def test_missing_codec_names_the_extra_to_install(tmp_path: Path, monkeypatch: p
         match=r"no decoder installed for RLE Lossless; install them with: pip install './runtime\[codecs\]'",
     ):
         read_image(path)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+@pytest.mark.parametrize("signed", [False, True])
+def test_luts_by_table_give_the_numbers_of_pydicom_on_every_pixel(function: str, signed: bool) -> None:
+    """Modality and VOI LUTs applied once per stored value and looked up equal pydicom applied to each pixel."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from svdh_runtime.imageio import _through_luts
+
+    ds = pydicom.Dataset()
+    ds.BitsStored, ds.BitsAllocated, ds.PixelRepresentation = 12, 16, int(signed)
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1.5, -100.0, "US"
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 900.0, 1400.0, function
+    ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
+    rng = np.random.default_rng(3)
+    low, high = (-2048, 2047) if signed else (0, 4095)
+    stored = rng.integers(low, high + 1, size=(300, 400)).astype(np.int16 if signed else np.uint16)
+    expected = np.asarray(apply_voi_lut(apply_modality_lut(stored, ds), ds), dtype=np.float32)
+    got = _through_luts(stored, ds, lambda values: apply_voi_lut(apply_modality_lut(values, ds), ds))
+    assert got.dtype == np.float32 and np.array_equal(got, expected)

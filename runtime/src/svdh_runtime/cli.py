@@ -442,9 +442,9 @@ def _write_json(path: Path, record: dict) -> None:
 
 def main() -> None:
     """Console entry point."""
-    from .fast_start import import_pydicom_without_requests
+    from .fast_start import import_pydicom_quickly
 
-    import_pydicom_without_requests()
+    import_pydicom_quickly()
     if sys.argv[1:2] in (["serve"], ["status"], ["resend"]):
         from .pacs.cli import app as node_app
 
