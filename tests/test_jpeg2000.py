@@ -76,3 +76,28 @@ def test_the_json_says_which_resolution_level_was_decoded(large_files: list[Path
     done = run_cli("svdh-run", str(large_files[0]), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["jpeg2000_resolution_level"] == 1
+
+
+def test_decoding_on_every_core_gives_the_values_of_one_core(large_files: list[Path]) -> None:
+    """OpenJPEG's threads (OPJ_NUM_THREADS, set by the runtime unless the environment sets it) change the
+    time, never the values."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hashlib, pydicom\nfrom svdh_runtime.jpeg2000 import decode_reduced\n"
+        "v = decode_reduced(pydicom.dcmread(sys.argv[1]), 1)\nprint(hashlib.sha256(v.tobytes()).hexdigest())"
+    )
+    digests = []
+    for threads in ("1", None):
+        env = {k: v for k, v in os.environ.items() if k != "OPJ_NUM_THREADS"}
+        if threads:
+            env["OPJ_NUM_THREADS"] = threads
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(large_files[0])], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        digests.append(done.stdout.strip())
+    assert digests[0] == digests[1] and len(digests[0]) == len(hashlib.sha256().hexdigest())
