@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from svdh_runtime.backends import Backend
-from svdh_runtime.bundle import load_bundle, sha256_file
+from svdh_runtime.bundle import Bundle, load_bundle, sha256_file
 from svdh_runtime.errors import BundleError, MissingDependencyError, SvdhError
 from svdh_runtime.files import atomic_write_bytes
 from svdh_runtime.imageio import read_image
@@ -128,13 +128,18 @@ def write_fp16(bundle_dir: Path, calibration: list[Path]) -> dict[str, float]:
     check = compare(bundle.model_bytes, fp16_bytes, calibration_batch(calibration, bundle_dir))
     if not within_tolerance(check):
         raise PrecisionError(f"FP16 model is outside tolerance ({check}); not written")
-    target = Path(bundle_dir) / FP16_FILE
-    atomic_write_bytes(target, fp16_bytes)
-    manifest = bundle.manifest
-    manifest = dataclasses.replace(
-        manifest,
-        files={**manifest.files, FP16_FILE: sha256_file(target)},
-        provenance={**manifest.provenance, "fp16_check": check},
-    )
-    manifest.write(Path(bundle_dir) / MANIFEST_NAME)
+    add_checked_model(bundle, FP16_FILE, fp16_bytes, "fp16_check", check)
     return check
+
+
+def add_checked_model(bundle: Bundle, name: str, data: bytes, check_key: str, check: dict) -> None:
+    """Write a model variant into the bundle (atomically) and list it in the manifest with its sha256 and the
+    check it passed (``provenance[check_key]``)."""
+    target = Path(bundle.path) / name
+    atomic_write_bytes(target, data)
+    manifest = dataclasses.replace(
+        bundle.manifest,
+        files={**bundle.manifest.files, name: sha256_file(target)},
+        provenance={**bundle.manifest.provenance, check_key: check},
+    )
+    manifest.write(Path(bundle.path) / MANIFEST_NAME)

@@ -14,7 +14,6 @@ than FP32 on this machine.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -22,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from svdh_runtime.bundle import INT8_FILE, load_bundle, sha256_file
+from svdh_runtime.bundle import INT8_FILE, load_bundle
 from svdh_runtime.errors import MissingDependencyError, SvdhError
-from svdh_runtime.files import atomic_write_bytes
-from svdh_runtime.manifest import MANIFEST_NAME
 
-from .fp16 import calibration_batch, compare, within_tolerance
+from .fp16 import add_checked_model, calibration_batch, compare, within_tolerance
 
 QUANTIZED_OPS = ("Conv",)
 MAX_SPEED_RATIO = 1.0  # INT8 model time / FP32 model time, batch 1, on this machine: kept only when faster
@@ -152,13 +149,5 @@ def write_int8(
     check["speed_cpu"] = speed
     if require_faster and speed["batch1"]["ratio"] >= MAX_SPEED_RATIO:
         raise Int8Error(f"the INT8 model is no faster than FP32 on this CPU ({speed['batch1']}); not written")
-    target = Path(bundle_dir) / INT8_FILE
-    atomic_write_bytes(target, int8_bytes)
-    manifest = bundle.manifest
-    manifest = dataclasses.replace(
-        manifest,
-        files={**manifest.files, INT8_FILE: sha256_file(target)},
-        provenance={**manifest.provenance, "int8_check": check},
-    )
-    manifest.write(Path(bundle_dir) / MANIFEST_NAME)
+    add_checked_model(bundle, INT8_FILE, int8_bytes, "int8_check", check)
     return check

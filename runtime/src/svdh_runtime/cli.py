@@ -202,7 +202,7 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     from .bundle import load_bundle
     from .discovery import discover
     from .overlay import DISPLAY_LONG_SIDE
-    from .pipeline import Prepared, PreparedStream, Preparer, default_workers, run_pipeline
+    from .pipeline import PreparedFile, PreparedStream, Preparer, default_workers, run_pipeline
     from .scoring import Scorer
 
     out = options.out
@@ -246,7 +246,7 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
         scorer.backend = backend = _open_backend(bundle, model, options)
         progress = Progress(len(paths))
 
-        def write(item: Prepared) -> None:
+        def write(item: PreparedFile) -> None:
             nonlocal failures
             with _writing_results(out):
                 failures += _report(item.result, item.path, item.started, bundle, backend.name, options, log,

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+from .cores import usable_cores
+
 log = logging.getLogger(__name__)
 
 JPEG2000_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")  # lossless only, lossy allowed
@@ -42,13 +44,6 @@ def reduction_level(rows: int, columns: int, needed: tuple[int, int]) -> int:
     ):
         level += 1
     return level
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _codestream(ds: object) -> bytes | None:
@@ -77,7 +72,7 @@ def decode_reduced(ds: object, level: int) -> np.ndarray | None:
         return None
     from PIL import Jpeg2KImagePlugin  # directly: Image.open would first import every Pillow plugin (~40 ms)
 
-    os.environ.setdefault("OPJ_NUM_THREADS", str(_cores()))  # read by OpenJPEG when it starts a decode
+    os.environ.setdefault("OPJ_NUM_THREADS", str(usable_cores()))  # read by OpenJPEG when it starts a decode
 
     try:
         picture = Jpeg2KImagePlugin.Jpeg2KImageFile(io.BytesIO(stream))

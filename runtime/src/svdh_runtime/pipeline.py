@@ -21,7 +21,6 @@ record.
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 import threading
 from collections import deque
@@ -32,16 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .cores import usable_cores
 from .manifest import Preprocessing
 from .scoring import Scorer, ScoreResult, prepare_file
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def default_workers(files: int) -> int:
@@ -74,7 +66,7 @@ class Preparer:
 
 
 @dataclass(frozen=True)
-class Prepared:
+class PreparedFile:
     """A file on its way through the pipeline."""
 
     path: Path
@@ -116,13 +108,13 @@ class PreparedStream:
                 return
             self._pending.append((path, self._clock(), self._pool.submit(self._preparer, path)))
 
-    def batches(self, size: int) -> Iterator[list[Prepared]]:
+    def batches(self, size: int) -> Iterator[list[PreparedFile]]:
         """Consecutive files, ``size`` at a time (the last batch may be shorter)."""
-        batch: list[Prepared] = []
+        batch: list[PreparedFile] = []
         while self._pending:
             path, started, future = self._pending.popleft()
             self._fill()
-            batch.append(Prepared(path, started, future.result()))
+            batch.append(PreparedFile(path, started, future.result()))
             if len(batch) >= size:
                 yield batch
                 batch = []
@@ -140,9 +132,9 @@ class ResultWriter:
     """One thread that writes each scored file's results, in the order given; a failure (a full disk) stops
     the run: it is raised again by the next :meth:`put` or by :meth:`close`."""
 
-    def __init__(self, write: Callable[[Prepared], None], depth: int) -> None:
+    def __init__(self, write: Callable[[PreparedFile], None], depth: int) -> None:
         self._write = write
-        self._queue: queue.Queue[Prepared | None] = queue.Queue(maxsize=max(depth, 1))
+        self._queue: queue.Queue[PreparedFile | None] = queue.Queue(maxsize=max(depth, 1))
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="svdh-write", daemon=True)
         self._thread.start()
@@ -155,7 +147,7 @@ class ResultWriter:
                 except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                     self._failure = exc
 
-    def put(self, item: Prepared) -> None:
+    def put(self, item: PreparedFile) -> None:
         self._raise_failure()
         self._queue.put(item)
 
@@ -171,7 +163,9 @@ class ResultWriter:
             raise failure
 
 
-def run_pipeline(stream: PreparedStream, scorer: Scorer, batch_size: int, write: Callable[[Prepared], None]) -> None:
+def run_pipeline(
+    stream: PreparedStream, scorer: Scorer, batch_size: int, write: Callable[[PreparedFile], None]
+) -> None:
     """Score every file of ``stream`` in batches and hand each to ``write`` (on the writer thread, in order)."""
     writer = ResultWriter(write, depth=2 * batch_size)
     try:
