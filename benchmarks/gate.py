@@ -18,7 +18,8 @@ and of ``--json`` against the bare loop's (``bare_loop.py``: pydicom, Pillow, on
 nothing written) on the same 60 images, fastest round of each (goals 0.9 and 1.0; a gate of 0.75 for
 ``--out`` was tried and dropped: on this 2-core machine the same code measured 0.68 to 0.77 from one run to
 the next); cold ``svdh-run sample.dcm`` against the bare script on the same file (goal 1.1); INT8 against
-FP32 model time at batch 1 and 8 (goal 0.6).
+FP32 model time at batch 1 and 8 (goal 0.6); Triton's ``svdh`` model over gRPC at concurrency 1 and 8
+(p50, p99, requests/s; where a server is set up, see ``scripts/setup-triton-cpu``).
 Medians are printed and saved beside the minima.
 The stage benchmarks run first, in their own process, so that the torch
 baselines' worker threads cannot slow them. Writes ``results/stages.json``,
@@ -37,7 +38,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SUITES = {"stages": "test_runtime_stages.py", "throughput": "test_throughput.py", "backends": "test_backends.py"}
+SUITES = {
+    "stages": "test_runtime_stages.py",
+    "throughput": "test_throughput.py",
+    "backends": "test_backends.py",
+    "triton": "test_triton.py",
+}
 MAX_OVERHEAD = 1.2
 MAX_COLD_S = 1.0
 MAX_TENSORRT_VS_TORCH = 0.5
@@ -160,6 +166,13 @@ def main() -> int:
         fp32, int8 = times.get(f"test_cpu_model_time[fp32-{batch}]"), times.get(f"test_cpu_model_time[int8-{batch}]")
         if fp32 and int8:
             print(f"INT8 / FP32 model time, batch {batch}: {int8 / fp32:.2f} (goal 0.6)")
+    for concurrency in (1, 8):
+        served = _extra(paths, f"test_triton_served_latency[{concurrency}]")
+        if served:
+            print(
+                f"Triton svdh over gRPC, concurrency {concurrency}: p50 {served['p50_ms']} ms, "
+                f"p99 {served['p99_ms']} ms, {served['requests_per_s']} requests/s ({served['requests']} requests)"
+            )
     results = check(fastest, paired_overhead(paths))
     failed = False
     for rule, value, limit, passed in results:

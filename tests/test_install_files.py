@@ -141,13 +141,16 @@ def distribution_of(module: str) -> str | None:
     return normalise(candidates[0]) if candidates else None
 
 
+HOSTED_MODULES = {"triton_python_backend_utils"}  # exist only inside their host: Triton's Python stub
+
+
 def unlisted_imports(files: list[Path], named: set[str], local: set[str]) -> list[str]:
     """'file: module (distribution)' for every third-party import not named in the install files."""
     problems = []
     for file in files:
         for module in sorted(imported_modules(file)):
             top = module.split(".")[0]
-            if top in sys.stdlib_module_names or top in local or top.startswith("svdh_"):
+            if top in sys.stdlib_module_names or top in local or top.startswith("svdh_") or top in HOSTED_MODULES:
                 continue
             distribution = distribution_of(module)
             if distribution is None:

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from conftest import run_cli
-from svdh_runtime.bundle import default_bundle_path, sha256_file
+from svdh_runtime.bundle import default_bundle_path, load_bundle, sha256_file
 
 
 def _parse(path: Path) -> model_config_pb2.ModelConfig:
@@ -30,9 +30,11 @@ def test_repository_config_matches_the_graph(tmp_path: Path) -> None:
         "2",
         "--kind",
         "gpu",
+        "--ensemble",
+        "onnxruntime_onnx",
     )
     assert done.returncode == 0, done.stderr
-    model_dir = tmp_path / "svdh"
+    model_dir = tmp_path / "svdh_graph"
     config = _parse(model_dir / "config.pbtxt")
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
     assert list(config.dynamic_batching.preferred_batch_size) == [1, 2, 4, 16]
@@ -41,11 +43,68 @@ def test_repository_config_matches_the_graph(tmp_path: Path) -> None:
     graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim][1:] for v in [*graph.input, *graph.output]}
     assert [i.name for i in config.input] == ["image"] and list(config.input[0].dims) == shapes["image"]
+    assert {o.name for o in config.output} == {o.name for o in graph.output}, "every graph output is served"
     for output in config.output:
         expected = shapes[output.name]
         assert (list(output.reshape.shape) if output.HasField("reshape") else list(output.dims)) == expected
     assert sha256_file(model_dir / "1" / "model.onnx") == sha256_file(default_bundle_path() / "model.onnx")
     assert (model_dir / "svdh_manifest.json").is_file()
+
+
+def test_python_model_carries_the_whole_bundle_verified(tmp_path: Path) -> None:
+    done = run_cli(
+        "svdh-export", "triton", str(default_bundle_path()), "--repo", str(tmp_path), "--backend", "onnxruntime"
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["svdh"], "no ensemble unless asked for"
+    config = _parse(tmp_path / "svdh" / "config.pbtxt")
+    assert config.backend == "python" and config.parameters["backend"].string_value == "onnxruntime"
+    assert [(i.name, i.data_type) for i in config.input] == [("image_bytes", model_config_pb2.TYPE_STRING)]
+    assert [o.name for o in config.output] == [
+        "score",
+        "severity_probs",
+        "cam",
+        "gate_distance",
+        "areas",
+        "result_json",
+    ]
+    copy = tmp_path / "svdh" / "1" / "bundle"
+    bundle = load_bundle(default_bundle_path())
+    assert {p.name for p in copy.iterdir()} == {*bundle.manifest.files, "manifest.json"}
+    for name, digest in bundle.manifest.files.items():
+        assert sha256_file(copy / name) == digest
+    entry = (tmp_path / "svdh" / "1" / "model.py").read_text()
+    assert "from svdh_runtime.triton_models import ScoreModel as TritonPythonModel" in entry
+    compile(entry, "model.py", "exec")
+
+
+def test_ensemble_steps_fit_each_other(tmp_path: Path) -> None:
+    done = run_cli(
+        "svdh-export", "triton", str(default_bundle_path()), "--repo", str(tmp_path), "--ensemble", "onnxruntime_onnx"
+    )
+    assert done.returncode == 0, done.stderr
+    configs = {p.name: _parse(p / "config.pbtxt") for p in tmp_path.iterdir()}
+    assert sorted(configs) == ["svdh", "svdh_ensemble", "svdh_finish", "svdh_graph", "svdh_prepare"]
+    ensemble = configs["svdh_ensemble"]
+    assert ensemble.platform == "ensemble" and (tmp_path / "svdh_ensemble" / "1").is_dir()
+
+    def signature(config, field: str) -> dict[str, tuple[int, list[int]]]:
+        return {t.name: (t.data_type, list(t.dims)) for t in getattr(config, field)}
+
+    assert signature(ensemble, "input") == signature(configs["svdh"], "input")
+    assert signature(ensemble, "output") == signature(configs["svdh"], "output")
+    assert signature(configs["svdh_finish"], "output") == signature(configs["svdh"], "output")
+    available = signature(ensemble, "input")
+    for step in ensemble.ensemble_scheduling.step:
+        model = configs[step.model_name]
+        inputs, outputs = signature(model, "input"), signature(model, "output")
+        assert set(step.input_map) == set(inputs), f"{step.model_name}: every input is fed"
+        for name, tensor in step.input_map.items():
+            assert available[tensor] == inputs[name], f"{step.model_name}.{name} <- {tensor}"
+        for name, tensor in step.output_map.items():
+            available[tensor] = outputs[name]
+        assert model.max_batch_size >= ensemble.max_batch_size
+    assert {name: available[name] for name in signature(ensemble, "output")} == signature(ensemble, "output")
 
 
 def test_existing_model_directory_is_kept_and_bad_names_refused(tmp_path: Path) -> None:
@@ -60,8 +119,10 @@ def test_existing_model_directory_is_kept_and_bad_names_refused(tmp_path: Path) 
 def test_instance_kind_is_written(tmp_path: Path, kind: str) -> None:
     from svdh_exporter.triton import TritonOptions, write_triton_repository
 
-    model_dir = write_triton_repository(default_bundle_path(), tmp_path, TritonOptions(name="m", kind=kind))
-    assert model_dir.name == "m"
+    options = TritonOptions(name="m", kind=kind, ensemble="onnxruntime_onnx")
+    dirs = write_triton_repository(default_bundle_path(), tmp_path, options)
+    assert [d.name for d in dirs] == ["m", "m_prepare", "m_graph", "m_finish", "m_ensemble"]
+    model_dir = dirs[2]
     assert (
         model_config_pb2.ModelInstanceGroup.Kind.Name(_parse(model_dir / "config.pbtxt").instance_group[0].kind)
         == f"KIND_{kind.upper()}"
@@ -103,13 +164,14 @@ def _bundle_with_engine(tmp_path: Path, max_batch: int = 8) -> tuple[Path, bytes
 def test_tensorrt_plan_repository(tmp_path: Path) -> None:
     bundle_dir, plan = _bundle_with_engine(tmp_path, max_batch=8)
     repo = tmp_path / "repo"
-    args = ("svdh-export", "triton", str(bundle_dir), "--repo", str(repo), "--platform", "tensorrt_plan")
+    args = ("svdh-export", "triton", str(bundle_dir), "--repo", str(repo), "--ensemble", "tensorrt_plan")
     done = run_cli(*args, "--kind", "gpu")
     assert done.returncode == 0, done.stderr
-    config = _parse(repo / "svdh" / "config.pbtxt")
+    config = _parse(repo / "svdh_graph" / "config.pbtxt")
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 8
-    assert (repo / "svdh" / "1" / "model.plan").read_bytes() == plan
-    assert (repo / "svdh" / "svdh_engine.json").is_file()
+    assert (repo / "svdh_graph" / "1" / "model.plan").read_bytes() == plan
+    assert (repo / "svdh_graph" / "svdh_engine.json").is_file()
+    assert (repo / "svdh" / "1" / "bundle" / "engines" / "gpu.plan").read_bytes() == plan
     done = run_cli(*args, "--kind", "cpu", "--name", "other")
     assert done.returncode == 3 and "GPU instances only" in done.stderr
     done = run_cli(*args, "--kind", "gpu", "--max-batch", "16", "--name", "other")
@@ -117,4 +179,5 @@ def test_tensorrt_plan_repository(tmp_path: Path) -> None:
     (bundle_dir / "engines" / "gpu.plan").write_bytes(plan[:-1] + b"!")
     done = run_cli(*args, "--kind", "gpu", "--name", "other")
     assert done.returncode == 3 and "checksum mismatch" in done.stderr
-    assert sorted(p.name for p in repo.iterdir()) == ["svdh"], "nothing half-written"
+    written = ["svdh", "svdh_ensemble", "svdh_finish", "svdh_graph", "svdh_prepare"]
+    assert sorted(p.name for p in repo.iterdir()) == written, "nothing half-written"

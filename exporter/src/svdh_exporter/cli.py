@@ -183,20 +183,32 @@ def build_engine_command(
 def triton_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     repo: Annotated[Path, typer.Option("--repo", help="Triton model repository to write into.")],
-    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "svdh",
+    name: Annotated[
+        str, typer.Option(help="Model name in the repository (the ensemble's models add suffixes).")
+    ] = "svdh",
     version: Annotated[int, typer.Option(min=1, help="Model version directory.")] = 1,
     max_batch: Annotated[int, typer.Option(min=1, help="max_batch_size for dynamic batching.")] = 8,
-    instances: Annotated[int, typer.Option(min=1, help="Model instances.")] = 1,
-    kind: Annotated[str, typer.Option(help="Instance kind: cpu or gpu.")] = "cpu",
-    platform: Annotated[
-        str, typer.Option(help="onnxruntime_onnx (model.onnx) or tensorrt_plan (an engine from BUNDLE/engines/).")
-    ] = "onnxruntime_onnx",
+    instances: Annotated[int, typer.Option(min=1, help="Instances of each model.")] = 1,
+    kind: Annotated[str, typer.Option(help="Instance kind of the ensemble's graph step: cpu or gpu.")] = "cpu",
+    ensemble: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Also write an ensemble for GPU sites whose graph step is onnxruntime_onnx (model.onnx) "
+            "or tensorrt_plan (an engine from BUNDLE/engines/)."
+        ),
+    ] = None,
     engine: Annotated[
         Optional[str], typer.Option(help="tensorrt_plan: the engine's plan file name (default: the only one).")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
+    backend: Annotated[str, typer.Option(help="The Python model's backend: auto, onnxruntime or tensorrt.")] = "auto",
+    interval_level: Annotated[float, typer.Option(help="Level of the score interval in calibrated bundles.")] = 0.9,
+    max_queue_delay_us: Annotated[
+        int, typer.Option(min=0, help="How long dynamic batching may hold a request (microseconds).")
+    ] = 100,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing model directories.")] = False,
 ) -> None:
-    """Write BUNDLE into a Triton Inference Server model repository (onnxruntime_onnx or tensorrt_plan)."""
+    """Write BUNDLE into a Triton Inference Server model repository: the Python-backend model NAME (file bytes
+    in, svdh-run's answers out) and, with --ensemble, NAME_ensemble for GPU sites."""
     from .triton import TritonOptions, write_triton_repository
 
     options = TritonOptions(
@@ -205,12 +217,14 @@ def triton_command(
         max_batch_size=max_batch,
         instances=instances,
         kind=kind,
-        platform=platform,
+        ensemble=ensemble,
         engine=engine,
+        backend=backend,
+        interval_level=interval_level,
+        max_queue_delay_us=max_queue_delay_us,
     )
-    model_dir = write_triton_repository(bundle, repo, options, force=force)
-    served = "model.plan" if platform == "tensorrt_plan" else "model.onnx"
-    err(f"wrote {model_dir} (config.pbtxt, {version}/{served}, svdh_manifest.json)")
+    for model_dir in write_triton_repository(bundle, repo, options, force=force):
+        err(f"wrote {model_dir}")
 
 
 def main() -> None:
