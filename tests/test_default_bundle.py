@@ -33,10 +33,11 @@ def test_default_bundle_is_an_ensemble_of_two_architectures() -> None:
 
 
 def test_default_bundle_is_small() -> None:
-    """Two members (ResNet-10-T and RegNetX-200MF, FP32: 30 MB) and the paired graph, which carries its own
-    copy of the ResNet-10-T backbone (20 MB), stay within 52 MB."""
+    """Two members (ResNet-10-T and RegNetX-200MF, FP32: 30 MB), the paired graph, which carries its own
+    copy of the ResNet-10-T backbone (20 MB), and the same model pre-optimised for x86-64 AVX2 CPUs (30 MB;
+    ~0.06 s off every cold start there) stay within 80 MiB, under PyPI's 100 MB file limit."""
     size = sum(p.stat().st_size for p in default_bundle_path().iterdir())
-    assert size <= 52 * 1024 * 1024
+    assert size <= 80 * 1024 * 1024
 
 
 def test_readme_main_command_scores_the_sample(tmp_path: Path) -> None:

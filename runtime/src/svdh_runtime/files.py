@@ -17,6 +17,16 @@ from pathlib import Path
 PARTIAL_SUFFIX = ".partial"
 
 
+def _process_umask() -> int:
+    """The umask, read once at import (setting it to read it is not safe once threads write files)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()  # what open() would give a new file
+
+
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
     """A fresh partial path to write to; renamed onto ``path`` when the block succeeds, removed when not."""
@@ -26,6 +36,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
     partial = Path(name)
     try:
         yield partial
+        os.chmod(partial, _FILE_MODE)  # mkstemp makes it 0600: a bundle or result must read as any new file does
         partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -18,11 +18,22 @@ def runs_on_cpu() -> bool:
 class OnnxRuntimeBackend:
     """An ONNX Runtime session over model bytes that were already checksum-verified."""
 
-    def __init__(self, model_bytes: bytes, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_bytes: bytes,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        preoptimized: bool = False,
+    ) -> None:
+        """``preoptimized``: the model was optimised for this CPU already (:mod:`.cpu_optimized`): no graph
+        optimisation at start, CPU only."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if preoptimized:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            providers = ["CPUExecutionProvider"]
         if threads:
             options.intra_op_num_threads = threads
         # Several sessions in one process slow each other badly when threads spin.

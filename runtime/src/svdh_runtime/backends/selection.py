@@ -54,26 +54,35 @@ def _open_tensorrt(bundle: Bundle) -> BackendSelection:
 
 
 def _open_onnxruntime(bundle: Bundle, threads: int | None, int8: bool = False) -> BackendSelection:
-    """ONNX Runtime on the bundle's FP32 model; with ``int8``, on its INT8 model instead when the bundle has
-    one and ONNX Runtime runs on the CPU here."""
+    """ONNX Runtime on the bundle's FP32 model (pre-optimised for this CPU when the bundle has that); with
+    ``int8``, on its INT8 model instead when the bundle has one and ONNX Runtime runs on the CPU here."""
+    from .cpu_optimized import OPTIMIZED_FILE, fits_this_cpu
     from .onnxruntime import OnnxRuntimeBackend, runs_on_cpu
 
-    use_int8 = int8 and bundle.has(INT8_FILE) and runs_on_cpu()
-    backend = OnnxRuntimeBackend(bundle.read_verified(INT8_FILE if use_int8 else MODEL_FILE), threads=threads)
+    on_cpu = runs_on_cpu()
+    use_int8 = int8 and bundle.has(INT8_FILE) and on_cpu
+    preoptimized = not use_int8 and on_cpu and fits_this_cpu(bundle)
+    name = INT8_FILE if use_int8 else OPTIMIZED_FILE if preoptimized else MODEL_FILE
+    backend = OnnxRuntimeBackend(bundle.read_verified(name), threads=threads, preoptimized=preoptimized)
     if use_int8:
         backend.name += "-int8"
     problems = output_shape_problems(backend.output_shapes, bundle.manifest.outputs)
     if problems:
         backend.close()
         raise BackendError(f"the model does not match its manifest: {'; '.join(problems)}")
-    return BackendSelection(backend, f"{INT8_FILE}, checked against FP32 at export" if use_int8 else "")
+    reasons = {
+        INT8_FILE: f"{INT8_FILE}, checked against FP32 at export",
+        OPTIMIZED_FILE: f"{OPTIMIZED_FILE}, pre-optimised for this CPU",
+    }
+    return BackendSelection(backend, reasons.get(name, ""))
 
 
 def select_backend(name: str, bundle: Bundle, threads: int | None = None) -> BackendSelection:
     """Open the backend ``name`` (``auto``, ``tensorrt`` or ``onnxruntime``) for ``bundle``. ``auto`` on a
     CPU runs the bundle's INT8 model when it has one; ``onnxruntime`` always runs the FP32 model."""
     if name == "onnxruntime":
-        return BackendSelection(_open_onnxruntime(bundle, threads).backend, "asked for")
+        selection = _open_onnxruntime(bundle, threads)
+        return BackendSelection(selection.backend, "; ".join(filter(None, ("asked for", selection.reason))))
     try:
         return _open_tensorrt(bundle)
     except _NoEngine as exc:
