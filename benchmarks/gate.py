@@ -17,7 +17,8 @@ Shown, not gated: batch throughput of ``svdh-run FOLDER --out DIR`` (overlays, J
 and of ``--json`` against the bare loop's (``bare_loop.py``: pydicom, Pillow, one ONNX Runtime session,
 nothing written) on the same 60 images, fastest round of each (goals 0.9 and 1.0; a gate of 0.75 for
 ``--out`` was tried and dropped: on this 2-core machine the same code measured 0.68 to 0.77 from one run to
-the next); cold ``svdh-run sample.dcm`` against the bare script on the same file (goal 1.1); INT8 against
+the next); cold ``svdh-run sample.dcm`` against the bare script on the same file (goal 1.1), and
+``svdh-run --warm sample.dcm`` (``svdh-run serve-local`` answering) against it cold; INT8 against
 FP32 model time at batch 1 and 8 (goal 0.6); Triton's ``svdh`` model over gRPC at concurrency 1 and 8
 (p50, p99, requests/s; where a server is set up, see ``scripts/setup-triton-cpu``).
 Medians are printed and saved beside the minima.
@@ -69,6 +70,10 @@ def throughput(paths: list[Path]) -> dict[str, float]:
     cold = _extra(paths, "test_cold_start_against_bare_script")
     if cold.get("bare_s"):
         ratios["cold_vs_bare"] = min(cold["svdh_run_s"]) / min(cold["bare_s"])
+    warm = _extra(paths, "test_warm_process_against_cold")
+    if warm.get("cold_s"):
+        ratios["warm_vs_cold"] = min(warm["warm_s"]) / min(warm["cold_s"])
+        ratios["warm_s"] = min(warm["warm_s"])
     return ratios
 
 
@@ -149,7 +154,7 @@ def main() -> int:
     paths = args.check or run_suites()
     times, fastest = statistic(paths, "median"), statistic(paths, "min")
     for label, values in (("medians", times), ("fastest", fastest)):
-        rounds = ("test_batch_throughput", "test_cold_start_against_bare_script")  # printed as ratios below
+        rounds = ("test_batch_throughput", "test_cold_start_against_bare_script", "test_warm_process_against_cold")
         stages = {k.removeprefix("test_"): v * 1000 for k, v in values.items() if "[" not in k and k not in rounds}
         print(f"stage {label} (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     print("\n".join(backend_table(times)))
@@ -161,6 +166,8 @@ def main() -> int:
             + f"; --out / bare {flow.get('out_vs_bare', float('nan')):.2f} (goal 0.9)"
             + f"; --json / bare {flow.get('json_vs_bare', float('nan')):.2f} (goal 1.0)"
             + f"; cold svdh-run / bare script {flow.get('cold_vs_bare', float('nan')):.2f} (goal 1.1)"
+            + f"; svdh-run --warm / cold {flow.get('warm_vs_cold', float('nan')):.2f}"
+            + f" ({flow.get('warm_s', float('nan')):.3f} s)"
         )
     for batch in (1, 8):
         fp32, int8 = times.get(f"test_cpu_model_time[fp32-{batch}]"), times.get(f"test_cpu_model_time[int8-{batch}]")

@@ -42,7 +42,7 @@ def _seconds(command: list[str]) -> float:
 
 
 def _run(*arguments: str) -> list[str]:
-    code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.cli import main; main()"
+    code = "import sys; sys.argv[0] = 'svdh-run'; from svdh_runtime.entry import main; main()"
     return [sys.executable, "-c", code, *arguments]
 
 
@@ -78,6 +78,34 @@ def test_cold_start_against_bare_script(benchmark) -> None:  # noqa: ANN001
     benchmark.pedantic(one_round, rounds=9, iterations=1, warmup_rounds=1)
     for name, values in times.items():
         benchmark.extra_info[f"{name}_s"] = [round(v, 4) for v in values[-9:]]
+
+
+def test_warm_process_against_cold(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
+    """``svdh-run --warm sample.dcm`` (a warm ``svdh-run serve-local`` answers) against a cold
+    ``svdh-run sample.dcm``, whole processes, each round."""
+    import os
+
+    socket_path = tmp_path / "warm.sock"
+    env = {**os.environ, "SVDH_WARM_SOCKET": str(socket_path)}
+    server = subprocess.Popen(_run("serve-local"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        lines = [server.stderr.readline() for _ in range(2)]  # the backend line, then "ready at"
+        assert b"ready at" in lines[-1], lines
+        warm = _run("--warm", str(SAMPLE))
+        times: dict[str, list[float]] = {"cold": [], "warm": []}
+
+        def one_round() -> None:
+            times["cold"].append(_seconds(_run(str(SAMPLE))))
+            started = time.perf_counter()
+            subprocess.run(warm, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            times["warm"].append(time.perf_counter() - started)
+
+        benchmark.pedantic(one_round, rounds=9, iterations=1, warmup_rounds=1)
+        for name, values in times.items():
+            benchmark.extra_info[f"{name}_s"] = [round(v, 4) for v in values[-9:]]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ version = "0.0.1"
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run one of the console scripts in a fresh interpreter (as a user would)."""
-    module = {"svdh-run": "svdh_runtime.cli", "svdh-export": "svdh_exporter.cli", "svdh-train": "svdh_trainer.cli"}[
+    module = {"svdh-run": "svdh_runtime.entry", "svdh-export": "svdh_exporter.cli", "svdh-train": "svdh_trainer.cli"}[
         args[0]
     ]
     code = f"import sys; sys.argv[0] = {args[0]!r}; from {module} import main; main()"

@@ -1,5 +1,5 @@
 """``python -m svdh_runtime`` is ``svdh-run``."""
 
-from .cli import main
+from .entry import main
 
 main()

@@ -5,8 +5,9 @@ Exit codes: 0 every input scored; 2 at least one input could not be scored
 4 (``svdh-run status``) the PACS node is not running; 1 anything else.
 
 ``svdh-run serve``, ``svdh-run status`` and ``svdh-run resend`` run, query and
-instruct the PACS node (:mod:`svdh_runtime.pacs`); to score a file named
-``serve``, write ``./serve``.
+instruct the PACS node (:mod:`svdh_runtime.pacs`); ``svdh-run serve-local``
+keeps a warm process for ``svdh-run --warm`` (:mod:`svdh_runtime.warm_service`);
+to score a file named ``serve``, write ``./serve``.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class OverlayFormat(str, Enum):
 
 
 @app.command(
-    epilog="Changes between visits: svdh-run progression. The PACS node: svdh-run serve | status | resend "
-    "(each with --help)."
+    epilog="Changes between visits: svdh-run progression. The PACS node: svdh-run serve | status | resend. "
+    "A warm process for --warm: svdh-run serve-local (each with --help)."
 )
 def run(
     images: Annotated[
@@ -159,6 +160,14 @@ def run(
             help="With --out: overlays at the radiograph's size (default: longest side 1024 pixels).",
         ),
     ] = False,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm",
+            help="Run this command in the warm process of `svdh-run serve-local` (bundle, backend and code "
+            "already loaded: a quicker answer); in this process when none is running.",
+        ),
+    ] = False,
     log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Score each IMAGE and report the SvdH score, severity class and heatmap."""
@@ -198,8 +207,8 @@ class RunOptions:
 
 
 def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> int:
+    from . import warm
     from .batch import RESULTS_NAME, Progress, ResultsLog, claim_output_folder, write_summary
-    from .bundle import load_bundle
     from .discovery import discover
     from .overlay import DISPLAY_LONG_SIDE
     from .pipeline import PreparedFile, PreparedStream, Preparer, default_workers, run_pipeline
@@ -209,7 +218,7 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     if out is not None:
         _refuse_out_holding_inputs(out, images)
     claim = claim_output_folder(out) if out is not None else None  # before any work: a bad --out costs nothing
-    bundle = load_bundle(model, verify_now=False)  # each model file is checked when the backend reads it
+    bundle = _bundle(model)
     found = discover(images, exclude=out)
     names = options.names
     if found.out_inside_inputs:
@@ -241,9 +250,13 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     )
     # Workers fork before the backend opens (no inference threads yet); the first files are read meanwhile.
     ahead = 2 * workers + 2 * options.batch_size
-    stream = PreparedStream(paths, preparer, workers, ahead, processes=options.worker_processes)
+    processes = options.worker_processes
+    if processes and warm.active():  # forking a process that runs inference threads is not safe
+        err("note: the warm process prepares images in threads (--worker-processes is not used there)")
+        processes = False
+    stream = PreparedStream(paths, preparer, workers, ahead, processes=processes)
     try:
-        scorer.backend = backend = _open_backend(bundle, model, options)
+        scorer.backend = backend = _backend(bundle, model, options)
         progress = Progress(len(paths))
 
         def write(item: PreparedFile) -> None:
@@ -257,7 +270,8 @@ def _score_all(images: list[Path], model: Path | None, options: RunOptions) -> i
     finally:
         stream.close()
     progress.close()
-    backend.close()
+    if not warm.active():
+        backend.close()
     if found.skipped:
         err(f"{len(found.skipped)} file(s) skipped, not images to score: {found.skipped_summary()}")
     if log is not None:
@@ -333,8 +347,33 @@ def _report_skipped(skipped: list[Skipped], options: RunOptions, log: ResultsLog
             print(json.dumps(record), flush=True)
 
 
-def _open_backend(bundle: Bundle, model: Path | None, options: RunOptions) -> Backend:
-    """The backend asked for (building a TensorRT engine first with --build-engine); says which in one line."""
+def _bundle(model: Path | None) -> Bundle:
+    """The bundle (the default one when ``model`` is None); kept between commands in the warm process."""
+    from . import warm
+    from .bundle import load_bundle
+
+    def load() -> Bundle:
+        return load_bundle(model, verify_now=False)  # each model file is checked when the backend reads it
+
+    return warm.bundle(model, load) if warm.active() else load()
+
+
+def _backend(bundle: Bundle, model: Path | None, options: RunOptions) -> Backend:
+    """The backend for this command; one line says which. Kept between commands in the warm process."""
+    from . import warm
+
+    if warm.active():
+        choice = (options.backend, options.threads, options.build_engine)
+        opened, line = warm.backend(bundle, choice, lambda: _open_backend(bundle, model, options))
+    else:
+        opened, line = _open_backend(bundle, model, options)
+    err(line)
+    return opened
+
+
+def _open_backend(bundle: Bundle, model: Path | None, options: RunOptions) -> tuple[Backend, str]:
+    """The backend asked for (building a TensorRT engine first with --build-engine), and the line that says
+    which and why."""
     from .backends import select_backend
     from .bundle import load_bundle
 
@@ -346,11 +385,11 @@ def _open_backend(bundle: Bundle, model: Path | None, options: RunOptions) -> Ba
         selection.backend.close()
         build_engine_for(bundle.path)
         selection = select_backend("tensorrt", load_bundle(model), threads=options.threads)
-    err(
+    line = (
         f"model {bundle.manifest.name} {bundle.manifest.version} ({bundle.model_sha256[:12]}) "
         f"on {selection.backend.name} ({selection.reason})"
     )
-    return selection.backend
+    return selection.backend, line
 
 
 def _report(
@@ -449,6 +488,11 @@ def main() -> None:
         from .pacs.cli import app as node_app
 
         run_app(node_app, "svdh-run")
+    if sys.argv[1:2] == ["serve-local"]:
+        from .warm_service import app as warm_app
+
+        del sys.argv[1]
+        run_app(warm_app, "svdh-run serve-local")
     if sys.argv[1:2] == ["progression"]:
         from .progression_cli import app as progression_app
 

@@ -22,10 +22,11 @@ def err(message: str) -> None:
     print(one_line(message), file=sys.stderr, flush=True)
 
 
-def run_app(app: typer.Typer, prog: str) -> None:
-    """Run a Typer app: expected failures print one line and exit with their code, never a traceback."""
+def run_app(app: typer.Typer, prog: str, args: list[str] | None = None) -> None:
+    """Run a Typer app on ``args`` (default: the command line): expected failures print one line and exit
+    with their code, never a traceback."""
     try:
-        result = app(prog_name=prog, standalone_mode=False)
+        result = app(prog_name=prog, args=args, standalone_mode=False)
     except SvdhError as exc:
         err(f"{prog}: error: {exc}")
         sys.exit(int(exc.exit_code))
