@@ -181,3 +181,32 @@ def test_tensorrt_plan_repository(tmp_path: Path) -> None:
     assert done.returncode == 3 and "checksum mismatch" in done.stderr
     written = ["svdh", "svdh_ensemble", "svdh_finish", "svdh_graph", "svdh_prepare"]
     assert sorted(p.name for p in repo.iterdir()) == written, "nothing half-written"
+
+
+def test_the_ensembles_context_rebuilds_the_same_answer_as_direct_scoring() -> None:
+    """Prepare's JSON context plus the graph's outputs give finish the record and tensors ``svdh`` gives."""
+    import json
+
+    import numpy as np
+
+    from svdh_runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from svdh_runtime.report import result_record
+    from svdh_runtime.scoring import Scorer, prepare_file
+    from svdh_runtime.triton_models import answer_tensors, context_of, result_from_context
+
+    bundle = load_bundle(default_bundle_path())
+    backend = OnnxRuntimeBackend(bundle.model_bytes)
+    sample = Path(__file__).resolve().parents[1] / "samples" / "sample.dcm"
+    direct = Scorer(bundle, backend).score_file(sample)
+    prepared = prepare_file(sample, bundle.manifest.preprocessing)
+    rebuilt = result_from_context(json.loads(json.dumps(context_of(prepared))))
+    outputs = backend.infer(prepared.prepared.canvas[None, None])
+    Scorer(bundle, None).accept_outputs(outputs, [rebuilt], None)
+    want, got = result_record(direct, bundle, "x"), result_record(rebuilt, bundle, "x")
+    want.pop("timings_ms"), got.pop("timings_ms")
+    assert got == want
+    tensors = answer_tensors([rebuilt], bundle, "x")
+    assert tensors["score"].shape == (1, 1) and abs(float(tensors["score"][0, 0]) - want["score"]) < 1e-3
+    assert tensors["areas"].shape == (1, 62) and tensors["cam"].shape == (1, 15, 18)
+    assert json.loads(tensors["result_json"][0, 0]) == {**got, "timings_ms": rebuilt.timings_ms}
+    assert np.isfinite(tensors["gate_distance"]).all()

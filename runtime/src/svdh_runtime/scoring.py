@@ -176,16 +176,17 @@ class Scorer:
         self.accept_outputs(outputs, ready, _ms((time.perf_counter() - started) / len(ready)))
         return results
 
-    def accept_outputs(self, outputs: dict[str, np.ndarray], ready: list[ScoreResult], share_ms: float) -> None:
+    def accept_outputs(self, outputs: dict[str, np.ndarray], ready: list[ScoreResult], share_ms: float | None) -> None:
         """Check a batch's graph outputs against the manifest, then gate and interpret row k into ``ready[k]``
-        (each prepared; ``share_ms``: each image's share of the backend call)."""
+        (each prepared; ``share_ms``: each image's share of the backend call, None when not timed here)."""
         problems = output_shape_problems({k: v.shape for k, v in outputs.items()}, self.bundle.manifest.outputs)
         problems += [f"{name} has {len(v)} rows for {len(ready)} images" for name, v in outputs.items()
                      if len(v) != len(ready)]  # fmt: skip
         if problems:  # any backend, any batch: never a score from a graph that disagrees with its manifest
             raise BackendError(f"the model does not match its manifest: {'; '.join(problems)}")
         for row, result in enumerate(ready):
-            result.timings_ms["inference"] = share_ms
+            if share_ms is not None:
+                result.timings_ms["inference"] = share_ms
             self._interpret_row(batch_row(outputs, row), result)
 
     def _interpret_row(self, outputs: dict[str, np.ndarray], result: ScoreResult) -> None:

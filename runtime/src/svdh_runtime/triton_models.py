@@ -229,7 +229,7 @@ class FinishModel(_ModelBase):
                     tensor = pb.get_input_tensor_by_name(request, name)
                     if tensor is not None:  # score and ood_distance arrive as [N]: their configs reshape [1]
                         outputs[name] = tensor.as_numpy()
-                self.scorer.accept_outputs(outputs, results, 0.0)
+                self.scorer.accept_outputs(outputs, results, None)  # the graph ran in another step
             except (SvdhError, ValueError, KeyError, TypeError) as exc:
                 responses.append(pb.InferenceResponse(error=pb.TritonError(f"not scored: {exc}")))
                 continue
