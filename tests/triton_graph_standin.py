@@ -1,20 +1,12 @@
 """Stand-in for Triton's onnxruntime backend in the ensemble's graph step (the CPU server the tests run has
 only the Python backend): runs the step's own ``model.onnx`` with ONNX Runtime, the same inputs and outputs."""
 
+# tests/triton_server.py puts svdh-export's PYTHONPATH preamble first (the server's Python ignores PYTHONPATH).
 import json
-import os
-import site
-import sys
 from pathlib import Path
 
-_before = list(sys.path)
-for _folder in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    if _folder:
-        site.addsitedir(_folder)
-sys.path[:] = [p for p in sys.path if p not in _before] + _before
-
-import onnxruntime  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import onnxruntime
+import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:

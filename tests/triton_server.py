@@ -8,7 +8,6 @@ ports, with its own shared-memory prefix, and is stopped with the test.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -59,8 +58,10 @@ def use_graph_standin(repo: Path, graph_model: str) -> None:
     model = repo / graph_model
     config = (model / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config
+    from svdh_exporter.triton import PYTHONPATH_PREAMBLE
+
     (model / "config.pbtxt").write_text(config.replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
-    shutil.copyfile(GRAPH_STANDIN, model / "1" / "model.py")
+    (model / "1" / "model.py").write_text(PYTHONPATH_PREAMBLE + "\n" + GRAPH_STANDIN.read_text())
 
 
 class TritonServer:

@@ -214,9 +214,7 @@ def ensemble_config(manifest: Manifest, options: TritonOptions, graph: list[Tens
                         extra=scheduling)  # fmt: skip
 
 
-PYTHON_ENTRY = '''"""Triton Python-backend entry point written by svdh-export: the model is svdh_runtime's {cls}."""
-
-import os
+PYTHONPATH_PREAMBLE = '''import os
 import site
 import sys
 
@@ -232,9 +230,12 @@ def _honour_pythonpath() -> None:
 
 
 _honour_pythonpath()
-
-from svdh_runtime.triton_models import {cls} as TritonPythonModel  # noqa: E402,F401
 '''
+PYTHON_ENTRY = (
+    '"""Triton Python-backend entry point written by svdh-export: the model is svdh_runtime\'s {cls}."""\n\n'
+    + PYTHONPATH_PREAMBLE
+    + "\nfrom svdh_runtime.triton_models import {cls} as TritonPythonModel  # noqa: E402,F401\n"
+)
 
 
 def choose_engine(bundle: Bundle, options: TritonOptions) -> EngineSidecar:
