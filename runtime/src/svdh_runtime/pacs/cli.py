@@ -95,6 +95,14 @@ def serve(
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle (default: the shipped one).")] = None,
     backend: Annotated[BackendChoice, typer.Option(help="Inference backend (as for svdh-run).")] = BackendChoice.auto,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for inference (0: library default).")] = 0,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Waiting images taken together: read and prepared on every core, scored in one model call.",
+        ),
+    ] = 8,
     log_level: LogLevelOption = LogLevel.warning,
 ) -> None:
     """Receive radiographs by DICOM (C-STORE, C-ECHO), score each, and send its SR and Secondary Capture on.
@@ -137,6 +145,7 @@ def serve(
         tls=tls,
         forward_tls=forward_tls,
         max_store_bytes=max_store_mib << 20,
+        batch_size=batch_size,
     )
     PacsNode(options, log=lambda message: err(f"svdh-run serve: {message}")).run()
 

@@ -4,8 +4,10 @@ A pynetdicom C-STORE SCP (and C-ECHO) accepts CR and DX images in any transfer
 syntax. Each image is written to the spool and fsynced before the C-STORE is
 acknowledged; when the queue is full (or the disk nearly so) the store is
 refused with status A700 (out of resources) and the sender retries later. One
-worker scores the queue in arrival order, makes the SR and the Secondary
-Capture (:mod:`svdh_runtime.dicom_results`), and delivers them by C-STORE to
+worker scores the queue in arrival order: the images waiting (up to
+``--batch-size``) are read and prepared on every core and scored in one model
+call; then, one by one in order, it makes each one's SR and Secondary
+Capture (:mod:`svdh_runtime.dicom_results`) and delivers them by C-STORE to
 ``--forward`` and/or into ``--outbox``; an unreachable destination is retried
 with back-off while the item waits in the spool. A restart resumes where the
 node stopped.
@@ -27,6 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,12 @@ from typing import Any
 import numpy as np
 
 from ..change import measure_change
+from ..cores import usable_cores
 from ..dicom_results import PriorChange
 from ..errors import InputError, MissingDependencyError, SvdhError, install_hint
 from ..files import atomic_write_bytes, atomic_write_text
+from ..overlay import DISPLAY_LONG_SIDE
+from ..pipeline import Preparer
 from ..progression import film_hands
 from ..scoring import ScoreResult
 from ..visits import Film, read_film
@@ -100,6 +106,7 @@ class NodeOptions:
     tls: TlsFiles | None = None
     forward_tls: bool = False  # send results to --forward over DICOM TLS too
     max_store_bytes: int = MAX_STORE_MIB << 20  # one dataset larger than this is refused (association aborted)
+    batch_size: int = 8  # waiting images taken together: prepared on every core, scored in one model call
 
 
 @dataclass
@@ -135,6 +142,8 @@ class PacsNode:
         selection = select_backend(options.backend, self.bundle, threads=options.threads)
         self.backend_name = selection.backend.name
         self.scorer = Scorer(self.bundle, selection.backend)
+        self._preparer = Preparer(self.bundle.manifest.preprocessing, display_long_side=DISPLAY_LONG_SIDE)
+        self._prepare_pool = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="svdh-prepare")
         self.priors = PriorIndex(self.spool.root / "priors")
         self.paired = None
         if self.bundle.manifest.outputs.paired is not None:
@@ -307,13 +316,14 @@ class PacsNode:
         )
 
     # -- scoring and delivery -----------------------------------------------------------------------------
-    def _score(self, key: str) -> dict[str, Any] | None:
-        """Score one spooled image and persist its SR and SC; None when the image is refused."""
+    def _score(self, key: str, scored: ScoreResult | None = None) -> dict[str, Any] | None:
+        """Score one spooled image (or take ``scored``, its result from a batch) and persist its SR and SC;
+        None when the image is refused."""
         from ..dicom_results import write_dicom_results
         from ..overlay import render_overlay
 
         path = self.spool.path("work", key)
-        result = self.scorer.score_file(path)
+        result = scored if scored is not None else self.scorer.score_file(path)
         if result.status != "ok":
             self._refuse(key, result.reason or "could not be scored")
             return None
@@ -389,10 +399,13 @@ class PacsNode:
         except OSError as exc:
             self.log(f"could not keep the result for later comparisons ({exc.strerror or exc})")
 
-    def _score_once_more(self, key: str) -> dict[str, Any] | None:
+    def _score_once_more(
+        self, key: str, scored: ScoreResult | None = None, attempts: int | None = None
+    ) -> dict[str, Any] | None:
         """Score an item unless the node went away while scoring it too often (an image that runs it out of
-        memory would otherwise take it down at every start): such an item is kept under failed/."""
-        attempts = self.spool.begin_scoring(key)
+        memory would otherwise take it down at every start): such an item is kept under failed/. ``scored``
+        and ``attempts``: its result and its count of starts, when a batch began scoring it."""
+        attempts = self.spool.begin_scoring(key) if attempts is None else attempts
         if attempts > MAX_SCORING_ATTEMPTS:
             self.stats["set_aside"] += 1
             self._refuse(
@@ -403,7 +416,7 @@ class PacsNode:
             self.spool.end_scoring(key)
             return None
         try:
-            return self._score(key)
+            return self._score(key, scored)
         finally:
             self.spool.end_scoring(key)  # alive: scored, or refused with its reason
 
@@ -466,12 +479,37 @@ class PacsNode:
         self.last_error = f"{key}: {why}"
         self.log(f"{key}: {why}; retrying in {wait:.0f} s")
 
-    def _process(self, key: str) -> None:
-        """Score (unless scored before) and deliver one item; no failure stops the worker."""
+    def _score_batch(self, keys: list[str]) -> tuple[dict[str, int], dict[str, ScoreResult]]:
+        """Begin scoring ``keys`` together: each start counted durably first (so an image that takes the node
+        down is found out; after a restart, items are resumed one at a time), then every image read and
+        prepared on the pool and scored in one model call. Their counts of starts, and their results (none
+        when the batch failed: each is then scored alone)."""
+        attempts = {key: self.spool.begin_scoring(key) for key in keys}
+        todo = [key for key in keys if attempts[key] <= MAX_SCORING_ATTEMPTS]
+        try:
+            results = list(self._prepare_pool.map(self._preparer, [self.spool.path("work", k) for k in todo]))
+            self.scorer.infer_batch(results)
+        except Exception as exc:  # noqa: BLE001 - the type only: a library's message can quote header values
+            self.log(f"a batch of {len(todo)} could not be scored together ({type(exc).__name__}); one at a time")
+            return attempts, {}
+        return attempts, dict(zip(todo, results))
+
+    def _process_batch(self, keys: list[str]) -> None:
+        """Score several waiting items together, then make, keep and deliver each one's results in order."""
+        if len(keys) == 1:
+            self._process(keys[0])
+            return
+        attempts, results = self._score_batch(keys)
+        for key in keys:
+            self._process(key, results.get(key), attempts[key])
+
+    def _process(self, key: str, scored: ScoreResult | None = None, attempts: int | None = None) -> None:
+        """Score (unless scored before) and deliver one item; no failure stops the worker. ``scored`` and
+        ``attempts``: what a batch began for it (:meth:`_score_batch`)."""
         try:
             record = self.spool.read_result(key)
             if record is None:
-                record = self._score_once_more(key)
+                record = self._score_once_more(key, scored, attempts)
             if record is not None:
                 self._deliver(key, record)
         except OSError as exc:  # the spool's disk: keep the item, try again later
@@ -508,6 +546,16 @@ class PacsNode:
             if retry is not None and retry.due <= now and not self._stop.is_set():
                 self._process(key)
 
+    def _take_waiting(self) -> list[str]:
+        """Up to a batch of the oldest received items, moved to ``work/``."""
+        keys: list[str] = []
+        while len(keys) < self.options.batch_size and not self._stop.is_set():
+            key = self.spool.next_incoming()
+            if key is None:
+                break
+            keys.append(key)
+        return keys
+
     def _work(self) -> None:
         resumed = self.spool.in_work()
         waiting = self.spool.counts().incoming
@@ -519,9 +567,9 @@ class PacsNode:
             self._process(key)
         while not self._stop.is_set():
             self._resend_requested()
-            key = self.spool.next_incoming()
-            if key is not None:
-                self._process(key)
+            keys = self._take_waiting()
+            if keys:
+                self._process_batch(keys)
                 continue
             self._retry_due()
             self._wake.wait(0.5)
@@ -584,6 +632,7 @@ class PacsNode:
         for thread in self._threads:
             thread.join(timeout=60)
         self._write_status()
+        self._prepare_pool.shutdown(wait=True)
         self.scorer.backend.close()
         if self._restore is not None:
             import tempfile
