@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from svdh_runtime.errors import InputError
@@ -241,3 +244,19 @@ def test_luts_by_table_give_the_numbers_of_pydicom_on_every_pixel(function: str,
     expected = np.asarray(apply_voi_lut(apply_modality_lut(stored, ds), ds), dtype=np.float32)
     got = _through_luts(stored, ds, lambda values: apply_voi_lut(apply_modality_lut(values, ds), ds))
     assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    values=arrays(np.float32, st.integers(1, 3000), elements=st.floats(-1e6, 1e6, width=32, allow_nan=False)),
+    low=st.floats(0, 50),
+    high=st.floats(50, 100),
+)
+def test_percentiles_are_numpys_to_the_last_bit(values: np.ndarray, low: float, high: float) -> None:
+    from svdh_runtime.preprocess import percentiles
+
+    want = np.percentile(values, [low, high])
+    got = percentiles(values, (low, high))
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    with_nan = np.append(values, np.float32("nan"))
+    assert np.isnan(percentiles(with_nan, (low, high))).all() and np.isnan(np.percentile(with_nan, [low, high])).all()

@@ -11,7 +11,7 @@ import numpy as np
 
 from .areas import AREAS
 from .manifest import Manifest, Preprocessing
-from .preprocess import ContentBox, fit_size, normalise_intensity
+from .preprocess import ContentBox, fit_size, normalise_intensity, percentiles
 
 if TYPE_CHECKING:
     from .scoring import ScoreResult
@@ -132,7 +132,7 @@ def display_levels(pixels: np.ndarray, spec: Preprocessing, long_side: int = DIS
     from PIL import Image
 
     sample = pixels[::4, ::4] if min(pixels.shape) >= 64 else pixels
-    low, high = np.percentile(sample, [spec.low_percentile, spec.high_percentile])
+    low, high = percentiles(sample, (spec.low_percentile, spec.high_percentile))
     if not np.isfinite(low) or not np.isfinite(high) or high - low <= 1e-6 * max(1.0, abs(high)):
         grey = normalise_intensity(pixels, spec)  # says why it cannot be shown
     else:

@@ -107,9 +107,35 @@ def resize(
     return np.asarray(pil.resize((width, height), filters[method], box=box), dtype=np.float32)
 
 
+def percentiles(values: np.ndarray, percents: tuple[float, ...]) -> np.ndarray:
+    """``np.percentile(values, percents)`` (method "linear"), the same numbers to the last bit, without the
+    import of ``numpy.ma`` that ``np.percentile`` makes on its first call (~40 ms of every cold start). NaN
+    anywhere gives NaN, as there."""
+    flat = np.asarray(values).reshape(-1)
+    count = flat.size
+    fractions = np.asarray(percents, dtype=np.float64) / 100
+    virtual = (count - 1) * fractions  # numpy's virtual index of the linear method
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= count - 1
+    previous[above], following[above] = -1, -1
+    previous[virtual < 0], following[virtual < 0] = 0, 0
+    previous, following = previous.astype(np.intp), following.astype(np.intp)
+    kth = sorted({index % count for index in (0, -1, *previous.tolist(), *following.tolist())})
+    ordered = np.partition(flat, kth)
+    if np.issubdtype(ordered.dtype, np.inexact) and np.isnan(ordered[-1]):
+        return np.full(len(fractions), np.nan)
+    low, high = ordered[previous], ordered[following]
+    gamma = virtual - previous
+    difference = high - low
+    result = np.add(low, difference * gamma)
+    np.subtract(high, difference * (1 - gamma), out=result, where=gamma >= 0.5, casting="unsafe")
+    return result
+
+
 def normalise_intensity(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """Map the content's low/high percentiles to 0/1 and clip."""
-    low, high = np.percentile(image, [spec.low_percentile, spec.high_percentile])
+    low, high = percentiles(image, (spec.low_percentile, spec.high_percentile))
     if not np.isfinite(low) or not np.isfinite(high) or high - low <= 1e-6 * max(1.0, abs(high)):
         raise InputError("image has no contrast (it is blank or constant)")
     return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
