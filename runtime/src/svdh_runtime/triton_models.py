@@ -38,12 +38,14 @@ from .manifest import DEFAULT_INTERVAL_LEVEL, MANIFEST_NAME, Manifest
 from .preprocess import ContentBox, Prepared
 from .report import result_record
 from .scoring import Scorer, ScoreResult, prepare_file
+from .text import one_line
 
 BUNDLE_DIR = "bundle"  # in each model's version directory: the bundle (svdh) or its manifest (prepare, finish)
 INPUT = "image_bytes"
 CONTEXT = "context"
 ANSWERS = ("score", "severity_probs", "cam", "gate_distance", "areas", "result_json")
 ENSEMBLE_BACKEND = "triton-ensemble"  # the backend named in the ensemble's records
+MAX_LABEL = 200  # characters of a request's id kept as its images' source
 
 
 def _pb() -> Any:
@@ -94,7 +96,7 @@ class _ModelBase:
         work = []
         for number, request in enumerate(requests):
             items = pb.get_input_tensor_by_name(request, INPUT).as_numpy().reshape(-1)
-            label = request.request_id() or f"request {number}"
+            label = one_line(request.request_id()[:MAX_LABEL]) or f"request {number}"  # the client's words
             work.append([(f"{label}[{i}]" if len(items) > 1 else label, bytes(item)) for i, item in enumerate(items)])
         flat = [pair for pairs in work for pair in pairs]
         prepared = iter(list(self._pool.map(self._prepare_bytes, flat)))
