@@ -18,7 +18,7 @@ import pytest
 from svdh_runtime.bundle import default_bundle_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from triton_server import TritonServer, missing_reason, triton_home  # noqa: E402
+from triton_server import TritonServer, file_bytes_input, missing_reason, triton_home  # noqa: E402
 
 IMAGES = 20
 REQUESTS_PER_CLIENT = {1: 40, 8: 10}
@@ -35,16 +35,14 @@ def payloads(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    import subprocess
+    from svdh_exporter.triton import TritonOptions, write_triton_repository
 
     home = triton_home()
     if home is None:
         pytest.skip(missing_reason())
     work = tmp_path_factory.mktemp("triton")
     repo = work / "models"
-    code = "import sys; sys.argv[0] = 'svdh-export'; from svdh_exporter.cli import main; main()"
-    command = [sys.executable, "-c", code, "triton", str(default_bundle_path()), "--repo", str(repo)]
-    subprocess.run([*command, "--max-queue-delay-us", "2000"], check=True, capture_output=True)
+    write_triton_repository(default_bundle_path(), repo, TritonOptions(max_queue_delay_us=2000))
     with TritonServer(home, repo, work / "server.log") as running:
         yield running
 
@@ -55,9 +53,7 @@ def _client_run(url: str, payloads: list[bytes], start: int, count: int) -> list
     client = grpcclient.InferenceServerClient(url)
     latencies = []
     for k in range(count):
-        data = np.array([[payloads[(start + k) % len(payloads)]]], dtype=np.object_)
-        tensor = grpcclient.InferInput("image_bytes", [1, 1], "BYTES")
-        tensor.set_data_from_numpy(data)
+        tensor = file_bytes_input(grpcclient, [payloads[(start + k) % len(payloads)]])
         began = time.perf_counter()
         client.infer("svdh", [tensor])
         latencies.append(time.perf_counter() - began)

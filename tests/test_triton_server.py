@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from conftest import run_cli
 from pacs_peers import wait_for
 from svdh_runtime.bundle import default_bundle_path
-from triton_server import TritonServer, missing_reason, required, triton_home, use_graph_standin
+from triton_server import TritonServer, file_bytes_input, missing_reason, required, triton_home, use_graph_standin
 
 SCORE_TOLERANCE = 1e-3
 CLIENTS = {"http": httpclient, "grpc": grpcclient}
@@ -78,10 +78,7 @@ def expected(films: list[Path]) -> dict[str, dict]:
 
 def _infer(client_module, url: str, model: str, payloads: list[bytes], request_id: str = ""):
     client = client_module.InferenceServerClient(url)
-    data = np.array([[p] for p in payloads], dtype=np.object_)
-    tensor = client_module.InferInput("image_bytes", list(data.shape), "BYTES")
-    tensor.set_data_from_numpy(data)
-    return client.infer(model, [tensor], request_id=request_id)
+    return client.infer(model, [file_bytes_input(client_module, payloads)], request_id=request_id)
 
 
 def _record(result, row: int = 0) -> dict:
@@ -171,9 +168,7 @@ def test_load_eight_clients_every_response_matched_and_counted(
         for k in range(per_client):
             index = (number * per_client + k) % len(films)
             request_id = f"client{number}-request{k}-{films[index].name}"
-            data = np.array([[payloads[index]]], dtype=np.object_)
-            tensor = grpcclient.InferInput("image_bytes", [1, 1], "BYTES")
-            tensor.set_data_from_numpy(data)
+            tensor = file_bytes_input(grpcclient, [payloads[index]])
             result = client.infer("svdh", [tensor], request_id=request_id)
             answered_id = result.get_response().id
             answers.append((request_id, answered_id, float(result.as_numpy("score")[0][0]), _record(result)["source"]))

@@ -18,7 +18,33 @@ from pathlib import Path
 from pacs_peers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-GRAPH_STANDIN = Path(__file__).resolve().parent / "triton_graph_standin.py"
+# Stand-in for Triton's onnxruntime backend in the ensemble's graph step (this server build has only the Python
+# backend): runs the step's own model.onnx with ONNX Runtime, with the same inputs and outputs. Written as the
+# step's model.py after svdh-export's PYTHONPATH preamble.
+GRAPH_STANDIN = """import json
+from pathlib import Path
+
+import onnxruntime
+from svdh_runtime.triton_models import backend_utils
+
+pb_utils = backend_utils()
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = Path(args["model_repository"]) / str(args["model_version"])
+        self.session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        self.outputs = [output["name"] for output in json.loads(args["model_config"])["output"]]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+            values = self.session.run(self.outputs, {"image": image})
+            tensors = [pb_utils.Tensor(name, value) for name, value in zip(self.outputs, values)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+"""
 
 
 def triton_home() -> Path | None:
@@ -61,7 +87,17 @@ def use_graph_standin(repo: Path, graph_model: str) -> None:
     from svdh_exporter.triton import PYTHONPATH_PREAMBLE
 
     (model / "config.pbtxt").write_text(config.replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
-    (model / "1" / "model.py").write_text(PYTHONPATH_PREAMBLE + "\n" + GRAPH_STANDIN.read_text())
+    (model / "1" / "model.py").write_text(PYTHONPATH_PREAMBLE + "\n" + GRAPH_STANDIN)
+
+
+def file_bytes_input(client_module, payloads: list[bytes]):  # noqa: ANN001, ANN201
+    """The ``image_bytes`` input of one request carrying ``payloads`` (tritonclient.http or .grpc)."""
+    import numpy as np
+
+    data = np.array([[p] for p in payloads], dtype=np.object_)
+    tensor = client_module.InferInput("image_bytes", list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return tensor
 
 
 class TritonServer:

@@ -131,9 +131,11 @@ def model_config(
     options: TritonOptions,
     instance_kind: str = "cpu",
     parameters: dict[str, str] | None = None,
-    extra: str = "",
+    ensemble_steps: str = "",
 ) -> str:
-    """A model configuration in protobuf text format; ``kind_line``: its ``platform:`` or ``backend:`` line."""
+    """A model configuration in protobuf text format; ``kind_line``: its ``platform:`` or ``backend:`` line;
+    ``ensemble_steps``: an ensemble's scheduling, which takes the place of batching and instances (its steps
+    have those)."""
     preferred = sorted({b for b in (1, 2, 4, options.max_batch_size) if b <= options.max_batch_size})
     batching = f"""dynamic_batching {{
   preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]
@@ -147,15 +149,15 @@ instance_group [
 ]
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 """
-    if kind_line.startswith('platform: "ensemble"'):
-        batching = ""  # an ensemble's steps batch; the ensemble itself has no instances
+    if ensemble_steps:
+        batching = ensemble_steps
     params = "".join(
         f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}\n'
         for key, value in (parameters or {}).items()
     )
     tensors = {"input": ",\n".join(t.pbtxt() for t in inputs), "output": ",\n".join(t.pbtxt() for t in outputs)}
     listed = "".join(f"{kind} [\n{text}\n]\n" for kind, text in tensors.items())
-    return f'name: "{name}"\n{kind_line}\nmax_batch_size: {options.max_batch_size}\n{listed}{batching}{extra}{params}'
+    return f'name: "{name}"\n{kind_line}\nmax_batch_size: {options.max_batch_size}\n{listed}{batching}{params}'
 
 
 def _model_label(manifest: Manifest, sha256: str) -> dict[str, str]:
@@ -211,7 +213,7 @@ def ensemble_config(manifest: Manifest, options: TritonOptions, graph: list[Tens
     ]
     scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
     return model_config(options.model("ensemble"), 'platform: "ensemble"', [FILE_BYTES], answers, options,
-                        extra=scheduling)  # fmt: skip
+                        ensemble_steps=scheduling)  # fmt: skip
 
 
 PYTHONPATH_PREAMBLE = '''import os
@@ -290,7 +292,6 @@ def _stage_graph_model(staging: Path, bundle: Bundle, options: TritonOptions, gr
         served, payload, expected = MODEL_FILE, bundle.model_bytes, bundle.model_sha256
     else:
         served, payload, expected = "model.plan", read_verified_plan(bundle, sidecar), sidecar.plan_sha256
-        (staging / "svdh_engine.json").parent.mkdir(parents=True, exist_ok=True)
         (staging / "svdh_engine.json").write_text(json.dumps(sidecar.to_dict(), indent=2) + "\n", encoding="utf-8")
     _write_checked(staging / str(options.version) / served, payload, expected)
     names = {t.name for t in graph}

@@ -48,7 +48,8 @@ ENSEMBLE_BACKEND = "triton-ensemble"  # the backend named in the ensemble's reco
 MAX_LABEL = 200  # characters of a request's id kept as its images' source
 
 
-def _pb() -> Any:
+def backend_utils() -> Any:
+    """Triton's ``triton_python_backend_utils`` (it exists only inside Triton's Python stub)."""
     import triton_python_backend_utils as pb_utils  # only inside Triton's Python stub
 
     return pb_utils
@@ -92,7 +93,7 @@ class _ModelBase:
 
     def _prepare_requests(self, requests: list[Any]) -> list[list[ScoreResult]]:
         """Each request's images, read and prepared (all of them at once, on the pool)."""
-        pb = _pb()
+        pb = backend_utils()
         work = []
         for number, request in enumerate(requests):
             items = pb.get_input_tensor_by_name(request, INPUT).as_numpy().reshape(-1)
@@ -119,7 +120,7 @@ class _ModelBase:
 
     def _answers(self, results: list[ScoreResult]) -> Any:
         """The response of one request whose images were all scored; else its error (the first refusal)."""
-        pb = _pb()
+        pb = backend_utils()
         refused = next((r for r in results if r.status != "ok" or r.prediction is None), None)
         if refused is not None:
             return pb.InferenceResponse(error=pb.TritonError(refused.reason or f"{refused.source}: not scored"))
@@ -161,18 +162,17 @@ class ScoreModel(_ModelBase):
         self.scorer = Scorer(bundle, selection.backend, interval_level=settings.interval_level)
         self.backend_name = selection.backend.name
         self._open_workspace()
-        _pb().Logger.log_info(
+        backend_utils().Logger.log_info(
             f"svdh: {bundle.manifest.name} {bundle.manifest.version} on {self.backend_name}"
             + (f" ({selection.reason})" if selection.reason else "")
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         per_request = self._prepare_requests(requests)
-        ready = [r for results in per_request for r in results if r.prepared is not None]
         try:
-            self.scorer.infer_batch(ready)
+            self.scorer.infer_batch([r for results in per_request for r in results])  # refused ones stay as they are
         except SvdhError as exc:  # the backend failed: every request of this batch is told why
-            pb = _pb()
+            pb = backend_utils()
             return [pb.InferenceResponse(error=pb.TritonError(f"not scored: {exc}")) for _ in requests]
         return [self._answers(results) for results in per_request]
 
@@ -192,7 +192,7 @@ class PrepareModel(_ModelBase):
         self._open_workspace()
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        pb = _pb()
+        pb = backend_utils()
         responses = []
         for results in self._prepare_requests(requests):
             refused = next((r for r in results if r.prepared is None), None)
@@ -220,7 +220,7 @@ class FinishModel(_ModelBase):
         self._graph_outputs = [i["name"] for i in config["input"] if i["name"] != CONTEXT]
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        pb = _pb()
+        pb = backend_utils()
         responses = []
         for request in requests:
             try:
